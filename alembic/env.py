@@ -17,7 +17,7 @@ from alembic_utils.pg_function import PGFunction
 from alembic_utils.pg_policy import PGPolicy
 from alembic_utils.pg_trigger import PGTrigger
 from alembic_utils.replaceable_entity import register_entities
-from sqlalchemy import Connection, pool, text
+from sqlalchemy import Connection, Engine, pool, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import email_delivery.migration_ops  # noqa: F401 - registers op.create_group_role and friends
@@ -91,7 +91,12 @@ async def run_async_migrations() -> None:
 
 def run_migrations_online() -> None:
     connection = context.config.attributes.get("connection")
-    if connection is not None:
+    if isinstance(connection, Engine):
+        # pytest-alembic passes its Engine, not a Connection.
+        with connection.connect() as bound:
+            do_run_migrations(bound)
+            bound.commit()
+    elif connection is not None:
         do_run_migrations(connection)
     else:
         asyncio.run(run_async_migrations())
