@@ -188,7 +188,11 @@ def upgrade() -> None:
     for role in ddl.ROLES:
         op.create_group_role(name=role)
     op.grant_privileges(privileges=["USAGE"], target="SCHEMA email", roles=ddl.ROLES)
+    # FUNCTION_EXECUTE is the head map; later revisions grant their own functions.
+    own_signatures = {function.signature for function in ddl.FUNCTIONS}
     for signature, roles in ddl.FUNCTION_EXECUTE.items():
+        if signature not in own_signatures or not roles:
+            continue
         op.grant_privileges(
             privileges=["EXECUTE"], target=f"FUNCTION email.{signature}", roles=roles
         )

@@ -193,3 +193,447 @@ POLICIES = tuple(
 
 ENTITIES = (*FUNCTIONS, *TRIGGERS, *POLICIES)
 """Everything alembic_utils watches for drift, in creation order."""
+"""Everything alembic_utils watches for drift, in creation order."""
+
+
+# =========================================================================================
+# Worker lifecycle functions (issue 3; created by revision 0002)
+#
+# The worker contract for any language: each function is one atomic statement whose
+# precondition sits in its WHERE clause, so concurrent callers serialise on the row lock and
+# re-check it (exactly one claimer wins) and nothing is read before it is written. They are
+# SECURITY INVOKER: the caller's grants and RLS policies apply as if it ran the statement.
+# Each returns the row as it is afterwards plus ``changed`` (no row: unknown delivery_id).
+# =========================================================================================
+
+_ROW_COLUMNS = (
+    ("delivery_id", "text"),
+    ("workflow", "text"),
+    ("recipient", "text"),
+    ("status", "email.delivery_status"),
+    ("attempts", "integer"),
+    ("last_error_code", "text"),
+    ("last_error_message", "text"),
+    ("last_attempted_at", "timestamp with time zone"),
+    ("queued_at", "timestamp with time zone"),
+    ("sent_at", "timestamp with time zone"),
+    ("metadata", "jsonb"),
+    ("created_at", "timestamp with time zone"),
+    ("updated_at", "timestamp with time zone"),
+)
+ROW_COLUMN_NAMES = tuple(name for name, _ in _ROW_COLUMNS)
+"""The delivery columns every lifecycle function returns first, in this order."""
+
+_OUT = ", ".join(f"{name} {type_}" for name, type_ in _ROW_COLUMNS)
+_D = ", ".join(f"d.{name}" for name in ROW_COLUMN_NAMES)
+_ACTIVE = "('queued', 'in_progress', 'retrying')"
+
+DEAD_LETTER_REFERENCE_KEY = "dead_letter_reference"
+"""Metadata key holding the dead-letter topic's message id (``mark_delivery_dead_letter``)."""
+REQUEUED_AT_ATTEMPT_KEY = "requeued_at_attempt"
+"""Metadata key set by a requeue: ``attempts`` then; the retry budget counts from there."""
+LEASE_EXPIRED_CODE = "LEASE_EXPIRED"
+"""``last_error_code`` written when a reaper takes back an expired claim."""
+
+# Attempts since the last requeue: attempts never decrease, so a requeued delivery would
+# otherwise have no retry budget left.
+_ATTEMPTS_IN_BUDGET = (
+    f"d.attempts - coalesce((d.metadata->>'{REQUEUED_AT_ATTEMPT_KEY}')::integer, 0)"
+)
+
+_SIG_SANITIZE = "sanitize_error_message(message text)"
+_SIG_ENQUEUE = (
+    "enqueue_delivery(p_delivery_id text, p_workflow text, p_recipient text, "
+    "p_metadata jsonb, p_queued_at timestamp with time zone)"
+)
+_SIG_ENQUEUE_MANY = (
+    "enqueue_deliveries(p_delivery_ids text[], p_workflows text[], p_recipients text[], "
+    "p_metadata jsonb[], p_queued_ats timestamp with time zone[])"
+)
+_SIG_CLAIM = "claim_delivery(p_delivery_id text, p_lease interval)"
+_SIG_SENT = "mark_delivery_sent(p_delivery_id text, p_attempt integer, p_payload jsonb)"
+_SIG_FAILED = (
+    "mark_delivery_failed(p_delivery_id text, p_attempt integer, p_error_code text, "
+    "p_error_message text, p_retryable boolean, p_max_attempts integer, p_payload jsonb)"
+)
+_SIG_DEAD_LETTER = "mark_delivery_dead_letter(p_delivery_id text, p_reference text)"
+_SIG_REQUEUE = "requeue_delivery(p_delivery_id text, p_reason text)"
+_SIG_REAP = "reap_stale_deliveries(p_lease interval, p_max_attempts integer, p_limit integer)"
+
+sanitize_error_message = PGFunction(
+    schema=SCHEMA,
+    signature=_SIG_SANITIZE,
+    definition=r"""
+RETURNS text
+LANGUAGE sql
+IMMUTABLE PARALLEL SAFE
+SET search_path = ''
+AS $$
+    -- The database's copy of email_delivery.validation.sanitize_error_message, applied to
+    -- every stored message so a client in any language cannot store an address or a token.
+    SELECT left(
+        regexp_replace(
+        regexp_replace(
+        regexp_replace(
+        regexp_replace(
+        regexp_replace(
+        regexp_replace(message,
+            '[[:cntrl:]]', ' ', 'g'),
+            '(https?://[^[:space:]?#]*)\?[^[:space:]#]*', '\1?[redacted]', 'gi'),
+            '[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}', '[email]', 'g'),
+            '(bearer|basic)[[:space:]]+[^[:space:]]+', '\1 [redacted]', 'gi'),
+            '(password|passwd|pwd|secret|token|api[_-]?key|apikey|authorization|code|otp)([[:space:]]*[:=][[:space:]]*)[^[:space:],;]+',
+            '\1\2[redacted]', 'gi'),
+            '(^|[^A-Za-z0-9_+/=-])(?=[A-Za-z0-9_+/=-]*[0-9])(?=[A-Za-z0-9_+/=-]*[A-Za-z])[A-Za-z0-9_+/=-]{24,}',
+            '\1[token]', 'g'),
+        2000)
+$$""",
+)
+
+enqueue_delivery = PGFunction(
+    schema=SCHEMA,
+    signature=_SIG_ENQUEUE,
+    definition=f"""
+RETURNS TABLE({_OUT}, created boolean, conflicts text[])
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+#variable_conflict use_column
+BEGIN
+    -- Insert or nothing: a redelivered event never changes the row nor writes an event.
+    RETURN QUERY
+    WITH inserted AS (
+        INSERT INTO email.deliveries AS d (delivery_id, workflow, recipient, metadata, queued_at)
+        VALUES (p_delivery_id, p_workflow, p_recipient, coalesce(p_metadata, '{{}}'::jsonb),
+                coalesce(p_queued_at, now()))
+        ON CONFLICT (delivery_id) DO NOTHING
+        RETURNING {_D})
+    SELECT inserted.*, true, '{{}}'::text[] FROM inserted;
+    IF FOUND THEN
+        RETURN;
+    END IF;
+    -- ON CONFLICT waited for a concurrent inserter, so the row is committed and visible now.
+    RETURN QUERY
+    SELECT {_D}, false,
+           array_remove(ARRAY[
+               CASE WHEN d.workflow IS DISTINCT FROM p_workflow THEN 'workflow' END,
+               CASE WHEN d.recipient IS DISTINCT FROM p_recipient THEN 'recipient' END],
+               NULL)
+    FROM email.deliveries AS d
+    WHERE d.delivery_id = p_delivery_id;
+END
+$$""",
+)
+
+enqueue_deliveries = PGFunction(
+    schema=SCHEMA,
+    signature=_SIG_ENQUEUE_MANY,
+    definition=f"""
+RETURNS TABLE({_OUT}, created boolean, conflicts text[])
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+#variable_conflict use_column
+DECLARE
+    created_ids text[];
+BEGIN
+    -- One row per input position, in input order; a repeated id is created at most once.
+    -- Inserting in key order keeps concurrent overlapping batches from deadlocking.
+    WITH input AS (
+        SELECT i.*
+        FROM unnest(p_delivery_ids, p_workflows, p_recipients, p_metadata, p_queued_ats)
+             WITH ORDINALITY AS i(delivery_id, workflow, recipient, metadata, queued_at, pos)
+    ),
+    inserted AS (
+        INSERT INTO email.deliveries AS d (delivery_id, workflow, recipient, metadata, queued_at)
+        SELECT DISTINCT ON (input.delivery_id)
+               input.delivery_id, input.workflow, input.recipient,
+               coalesce(input.metadata, '{{}}'::jsonb), coalesce(input.queued_at, now())
+        FROM input
+        ORDER BY input.delivery_id, input.pos
+        ON CONFLICT (delivery_id) DO NOTHING
+        RETURNING d.delivery_id
+    )
+    SELECT coalesce(array_agg(inserted.delivery_id), '{{}}') INTO created_ids FROM inserted;
+
+    RETURN QUERY
+    WITH input AS (
+        SELECT i.*,
+               row_number() OVER (PARTITION BY i.delivery_id ORDER BY i.pos) AS nth
+        FROM unnest(p_delivery_ids, p_workflows, p_recipients)
+             WITH ORDINALITY AS i(delivery_id, workflow, recipient, pos)
+    )
+    SELECT {_D},
+           input.nth = 1 AND d.delivery_id = ANY (created_ids),
+           array_remove(ARRAY[
+               CASE WHEN d.workflow IS DISTINCT FROM input.workflow THEN 'workflow' END,
+               CASE WHEN d.recipient IS DISTINCT FROM input.recipient THEN 'recipient' END],
+               NULL)
+    FROM input
+    JOIN email.deliveries AS d ON d.delivery_id = input.delivery_id
+    ORDER BY input.pos;
+END
+$$""",
+)
+
+claim_delivery = PGFunction(
+    schema=SCHEMA,
+    signature=_SIG_CLAIM,
+    definition=f"""
+RETURNS TABLE({_OUT}, changed boolean, attempt integer)
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+#variable_conflict use_column
+BEGIN
+    IF p_lease IS NULL OR p_lease <= interval '0' THEN
+        RAISE EXCEPTION 'lease must be a positive interval, not %', p_lease
+            USING ERRCODE = '22023';
+    END IF;
+    -- A claim's lease ends at last_attempted_at + lease: every worker must use the same lease.
+    -- A second claimer blocks on the row lock, then re-checks this WHERE on the new row
+    -- version (in_progress, fresh stamp) and updates nothing.
+    RETURN QUERY
+    WITH claimed AS (
+        UPDATE email.deliveries AS d
+        SET status = 'in_progress', attempts = d.attempts + 1, last_attempted_at = now()
+        WHERE d.delivery_id = p_delivery_id
+          AND (d.status IN ('queued', 'retrying')
+               OR (d.status = 'in_progress'
+                   AND coalesce(d.last_attempted_at, '-infinity') <= now() - p_lease))
+        RETURNING {_D})
+    SELECT claimed.*, true, claimed.attempts FROM claimed;
+    IF NOT FOUND THEN
+        RETURN QUERY
+        SELECT {_D}, false, NULL::integer FROM email.deliveries AS d
+        WHERE d.delivery_id = p_delivery_id;
+    END IF;
+END
+$$""",
+)
+
+mark_delivery_sent = PGFunction(
+    schema=SCHEMA,
+    signature=_SIG_SENT,
+    definition=f"""
+RETURNS TABLE({_OUT}, changed boolean)
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+#variable_conflict use_column
+DECLARE
+    hit boolean;
+BEGIN
+    -- Any attempt's success is the truth, even a superseded one or after failed/dead_letter.
+    PERFORM set_config('{EVENT_PAYLOAD_SETTING}',
+        (coalesce(p_payload, '{{}}'::jsonb)
+         || jsonb_build_object('reported_attempt', p_attempt))::text,
+        true);
+    RETURN QUERY
+    WITH updated AS (
+        UPDATE email.deliveries AS d
+        SET status = 'sent', last_error_code = NULL, last_error_message = NULL
+        WHERE d.delivery_id = p_delivery_id AND d.status <> 'sent'
+        RETURNING {_D})
+    SELECT updated.*, true FROM updated;
+    hit := FOUND;
+    -- Not consumed when nothing changed: it must not attach to a later statement's event.
+    PERFORM set_config('{EVENT_PAYLOAD_SETTING}', '', true);
+    IF NOT hit THEN
+        RETURN QUERY
+        SELECT {_D}, false FROM email.deliveries AS d WHERE d.delivery_id = p_delivery_id;
+    END IF;
+END
+$$""",
+)
+
+mark_delivery_failed = PGFunction(
+    schema=SCHEMA,
+    signature=_SIG_FAILED,
+    definition=f"""
+RETURNS TABLE({_OUT}, changed boolean)
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+#variable_conflict use_column
+DECLARE
+    hit boolean;
+BEGIN
+    IF p_max_attempts IS NULL OR p_max_attempts < 1 THEN
+        RAISE EXCEPTION 'max_attempts must be at least 1, not %', p_max_attempts
+            USING ERRCODE = '22023';
+    END IF;
+    PERFORM set_config('{EVENT_PAYLOAD_SETTING}', coalesce(p_payload::text, ''), true);
+    -- Only the live attempt may report a failure: a superseded attempt changes nothing.
+    RETURN QUERY
+    WITH updated AS (
+        UPDATE email.deliveries AS d
+        SET status = CASE
+                WHEN NOT coalesce(p_retryable, true) THEN 'failed'
+                WHEN {_ATTEMPTS_IN_BUDGET} >= p_max_attempts THEN 'dead_letter'
+                ELSE 'retrying'
+            END::email.delivery_status,
+            last_error_code = p_error_code,
+            last_error_message = email.sanitize_error_message(p_error_message)
+        WHERE d.delivery_id = p_delivery_id
+          AND d.status = 'in_progress' AND d.attempts = p_attempt
+        RETURNING {_D})
+    SELECT updated.*, true FROM updated;
+    hit := FOUND;
+    PERFORM set_config('{EVENT_PAYLOAD_SETTING}', '', true);
+    IF NOT hit THEN
+        RETURN QUERY
+        SELECT {_D}, false FROM email.deliveries AS d WHERE d.delivery_id = p_delivery_id;
+    END IF;
+END
+$$""",
+)
+
+mark_delivery_dead_letter = PGFunction(
+    schema=SCHEMA,
+    signature=_SIG_DEAD_LETTER,
+    definition=f"""
+RETURNS TABLE({_OUT}, changed boolean)
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+#variable_conflict use_column
+DECLARE
+    hit boolean;
+BEGIN
+    -- queued/in_progress/retrying move to dead_letter with the reference in metadata (and on
+    -- the event). failed and dead_letter keep their status (failed -> dead_letter is not a
+    -- transition) and only record a reference they lack. sent never changes.
+    PERFORM set_config('{EVENT_PAYLOAD_SETTING}',
+        jsonb_build_object('{DEAD_LETTER_REFERENCE_KEY}', p_reference)::text, true);
+    RETURN QUERY
+    WITH updated AS (
+        UPDATE email.deliveries AS d
+        SET status = CASE WHEN d.status IN {_ACTIVE} THEN 'dead_letter' ELSE d.status END
+                ::email.delivery_status,
+            metadata = d.metadata || jsonb_build_object('{DEAD_LETTER_REFERENCE_KEY}', p_reference)
+        WHERE d.delivery_id = p_delivery_id
+          AND (d.status IN {_ACTIVE}
+               OR (d.status IN ('failed', 'dead_letter')
+                   AND d.metadata->'{DEAD_LETTER_REFERENCE_KEY}' IS NULL))
+        RETURNING {_D})
+    SELECT updated.*, true FROM updated;
+    hit := FOUND;
+    PERFORM set_config('{EVENT_PAYLOAD_SETTING}', '', true);
+    IF NOT hit THEN
+        RETURN QUERY
+        SELECT {_D}, false FROM email.deliveries AS d WHERE d.delivery_id = p_delivery_id;
+    END IF;
+END
+$$""",
+)
+
+requeue_delivery = PGFunction(
+    schema=SCHEMA,
+    signature=_SIG_REQUEUE,
+    definition=f"""
+RETURNS TABLE({_OUT}, changed boolean)
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+#variable_conflict use_column
+DECLARE
+    hit boolean;
+BEGIN
+    IF p_reason IS NULL OR btrim(p_reason) = '' THEN
+        RAISE EXCEPTION 'a requeue needs a reason' USING ERRCODE = '22023';
+    END IF;
+    PERFORM set_config('{EVENT_PAYLOAD_SETTING}',
+        jsonb_build_object('reason', email.sanitize_error_message(p_reason),
+                           'requeued_by', session_user::text)::text,
+        true);
+    RETURN QUERY
+    WITH updated AS (
+        UPDATE email.deliveries AS d
+        SET status = 'queued',
+            metadata = d.metadata || jsonb_build_object('{REQUEUED_AT_ATTEMPT_KEY}', d.attempts)
+        WHERE d.delivery_id = p_delivery_id AND d.status IN ('failed', 'dead_letter')
+        RETURNING {_D})
+    SELECT updated.*, true FROM updated;
+    hit := FOUND;
+    PERFORM set_config('{EVENT_PAYLOAD_SETTING}', '', true);
+    IF NOT hit THEN
+        RETURN QUERY
+        SELECT {_D}, false FROM email.deliveries AS d WHERE d.delivery_id = p_delivery_id;
+    END IF;
+END
+$$""",
+)
+
+reap_stale_deliveries = PGFunction(
+    schema=SCHEMA,
+    signature=_SIG_REAP,
+    definition=f"""
+RETURNS TABLE({_OUT}, changed boolean)
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+#variable_conflict use_column
+BEGIN
+    IF p_lease IS NULL OR p_lease <= interval '0' THEN
+        RAISE EXCEPTION 'lease must be a positive interval, not %', p_lease
+            USING ERRCODE = '22023';
+    END IF;
+    IF p_max_attempts IS NULL OR p_max_attempts < 1 THEN
+        RAISE EXCEPTION 'max_attempts must be at least 1, not %', p_max_attempts
+            USING ERRCODE = '22023';
+    END IF;
+    -- SKIP LOCKED: concurrent reapers (and a claimer taking the row over) split the work;
+    -- the lock re-checks the expiry on the newest row version.
+    RETURN QUERY
+    WITH stale AS (
+        SELECT d.delivery_id FROM email.deliveries AS d
+        WHERE d.status = 'in_progress'
+          AND coalesce(d.last_attempted_at, '-infinity') <= now() - p_lease
+        ORDER BY d.last_attempted_at
+        LIMIT greatest(p_limit, 0)
+        FOR UPDATE SKIP LOCKED
+    ),
+    reaped AS (
+        UPDATE email.deliveries AS d
+        SET status = CASE WHEN {_ATTEMPTS_IN_BUDGET} >= p_max_attempts THEN 'dead_letter'
+                          ELSE 'retrying' END::email.delivery_status,
+            last_error_code = '{LEASE_EXPIRED_CODE}',
+            last_error_message = format(
+                'attempt %s claimed at %s got no report within the lease of %s',
+                d.attempts, d.last_attempted_at, p_lease)
+        FROM stale
+        WHERE d.delivery_id = stale.delivery_id
+        RETURNING {_D})
+    SELECT reaped.*, true FROM reaped;
+END
+$$""",
+)
+
+LIFECYCLE_FUNCTIONS = (
+    sanitize_error_message,
+    enqueue_delivery,
+    enqueue_deliveries,
+    claim_delivery,
+    mark_delivery_sent,
+    mark_delivery_failed,
+    mark_delivery_dead_letter,
+    requeue_delivery,
+    reap_stale_deliveries,
+)
+"""Created by revision 0002, in this order (the mark functions call the sanitiser)."""
+
+LIFECYCLE_FUNCTION_EXECUTE: dict[str, tuple[str, ...]] = {
+    _SIG_SANITIZE: (WRITER_ROLE, READER_ROLE),
+    _SIG_ENQUEUE: (WRITER_ROLE,),
+    _SIG_ENQUEUE_MANY: (WRITER_ROLE,),
+    _SIG_CLAIM: (WRITER_ROLE,),
+    _SIG_SENT: (WRITER_ROLE,),
+    _SIG_FAILED: (WRITER_ROLE,),
+    _SIG_DEAD_LETTER: (WRITER_ROLE,),
+    _SIG_REAP: (WRITER_ROLE,),
+    # Operators only: no group role; the owner (Supabase's postgres, the CLI's login) runs it.
+    _SIG_REQUEUE: (),
+}
+FUNCTION_EXECUTE.update(LIFECYCLE_FUNCTION_EXECUTE)
+ENTITIES = (*ENTITIES, *LIFECYCLE_FUNCTIONS)
