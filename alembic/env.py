@@ -16,6 +16,7 @@ from alembic import context
 from alembic_utils.pg_function import PGFunction
 from alembic_utils.pg_policy import PGPolicy
 from alembic_utils.pg_trigger import PGTrigger
+from alembic_utils.pg_view import PGView
 from alembic_utils.replaceable_entity import register_entities
 from sqlalchemy import Connection, Engine, pool, text
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -25,7 +26,9 @@ from email_delivery import ddl
 from email_delivery.base import SCHEMA, Base
 from email_delivery.urls import async_url, database_url_from_env
 
-ENTITY_TYPES = (PGFunction, PGTrigger, PGPolicy)
+# PGView reflects every view of the schema (so a view added by hand shows as drift);
+# ddl.SecurityInvokerView is the class of our own views (they carry security_invoker).
+ENTITY_TYPES = (PGFunction, PGTrigger, PGPolicy, PGView, ddl.SecurityInvokerView)
 register_entities(ddl.ENTITIES, entity_types=ENTITY_TYPES)
 
 # alembic_utils compares functions, triggers and policies by creating them, which fails while

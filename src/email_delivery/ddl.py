@@ -11,9 +11,15 @@ caller's search_path can redirect it, and EXECUTE is revoked from PUBLIC.
 
 from __future__ import annotations
 
+from collections.abc import Generator
+
 from alembic_utils.pg_function import PGFunction
 from alembic_utils.pg_policy import PGPolicy
 from alembic_utils.pg_trigger import PGTrigger
+from alembic_utils.pg_view import PGView
+from sqlalchemy import text as sql_text
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import TextClause
 
 from email_delivery.base import SCHEMA
 from email_delivery.transitions import ATTEMPTS_DECREASED_SQLSTATE, ILLEGAL_TRANSITION_SQLSTATE
@@ -637,3 +643,157 @@ LIFECYCLE_FUNCTION_EXECUTE: dict[str, tuple[str, ...]] = {
 }
 FUNCTION_EXECUTE.update(LIFECYCLE_FUNCTION_EXECUTE)
 ENTITIES = (*ENTITIES, *LIFECYCLE_FUNCTIONS)
+
+# ---------------------------------------------------------------------------------------------
+# Dashboard views (read side, issue 4)
+# ---------------------------------------------------------------------------------------------
+# Views for dashboards (Supabase, Grafana, Metabase) over the same statistics that
+# email_delivery.queries builds. Each is created WITH (security_invoker = true), so a reader
+# goes through the tables' grants and RLS policies as themselves, and only email_reader may
+# SELECT them: anon and authenticated see nothing. alembic_utils' PGView cannot say
+# security_invoker, so SecurityInvokerView adds it to every CREATE and folds the view's
+# reloptions into the reflected definition: `alembic check` then also reports a view whose
+# security_invoker was switched off by hand.
+
+_VIEW_OPTIONS = "security_invoker = true"
+
+
+class SecurityInvokerView(PGView):
+    """A ``PGView`` created ``WITH (security_invoker = true)``; drift in its options shows."""
+
+    @property
+    def identity(self) -> str:
+        # The same identity as a plain PGView, so a view reflected by PGView (which
+        # alembic_utils uses to spot views to drop) matches this local one.
+        return f"PGView: {self.schema}.{self.signature}"
+
+    def to_sql_statement_create(self) -> TextClause:
+        return sql_text(
+            f'CREATE VIEW {self.literal_schema}."{self.signature}" '
+            f"WITH ({_VIEW_OPTIONS}) AS {self.definition};"
+        )
+
+    def to_sql_statement_create_or_replace(self) -> Generator[TextClause, None, None]:
+        # CREATE OR REPLACE VIEW without WITH would reset the options, so it is always given.
+        yield sql_text(
+            f'CREATE OR REPLACE VIEW {self.literal_schema}."{self.signature}" '
+            f"WITH ({_VIEW_OPTIONS}) AS {self.definition};"
+        )
+
+    @classmethod
+    def from_database(  # type: ignore[override]  # the base's return type is a bare TypeVar
+        cls, sess: Session, schema: str = "%"
+    ) -> list[SecurityInvokerView]:
+        rows = sess.execute(
+            sql_text(
+                """
+                SELECT n.nspname, c.relname, pg_catalog.pg_get_viewdef(c.oid),
+                       coalesce(array_to_string(
+                           ARRAY(SELECT o FROM unnest(c.reloptions) AS o ORDER BY o), ','), '')
+                FROM pg_catalog.pg_class c
+                JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                WHERE c.relkind = 'v' AND n.nspname::text LIKE :schema
+                """
+            ),
+            {"schema": schema},
+        ).fetchall()
+        return [
+            cls(schema=row[0], signature=row[1], definition=f"/* WITH ({row[3]}) */ {row[2]}")
+            for row in rows
+        ]
+
+
+STATS_BUCKET_ORIGIN = "TIMESTAMPTZ '2000-01-01 00:00:00+00'"
+"""Buckets are UTC hours and days whatever the session's TimeZone (``date_bin`` origin)."""
+TOP_ERROR_CODES = 3
+"""How many error codes ``top_error_codes`` lists per group."""
+
+
+def stats_view_sql(*, window: str, bucket: str | None) -> str:
+    """Per-workflow statistics of deliveries queued within ``window`` before now().
+
+    Kept in step with ``email_delivery.queries.workflow_stats`` (a test compares them).
+    """
+    bucket_column = (
+        f"date_bin(interval '1 {bucket}', queued_at, {STATS_BUCKET_ORIGIN}) AS bucket"
+        if bucket
+        else "NULL::timestamptz AS bucket"
+    )
+    keys = "workflow, bucket" if bucket else "workflow"
+    select_keys = "s.workflow, s.bucket" if bucket else "s.workflow"
+    return f"""
+WITH base AS (
+    SELECT workflow, {bucket_column}, status, attempts, last_error_code,
+           EXTRACT(EPOCH FROM sent_at - queued_at)::double precision AS latency_s
+    FROM email.deliveries
+    WHERE queued_at >= now() - interval '{window}'
+), ranked AS (
+    SELECT {keys}, last_error_code AS code, count(*) AS n,
+           row_number() OVER (PARTITION BY {keys} ORDER BY count(*) DESC, last_error_code) AS rank
+    FROM base
+    WHERE last_error_code IS NOT NULL
+    GROUP BY {keys}, last_error_code
+), errors AS (
+    SELECT {keys},
+           jsonb_agg(jsonb_build_object('code', code, 'count', n) ORDER BY n DESC, code)
+               AS top_error_codes
+    FROM ranked
+    WHERE rank <= {TOP_ERROR_CODES}
+    GROUP BY {keys}
+), s AS (
+    SELECT {keys},
+           count(*) AS total,
+           count(*) FILTER (WHERE status = 'sent') AS sent,
+           count(*) FILTER (WHERE status = 'failed') AS failed,
+           count(*) FILTER (WHERE status = 'dead_letter') AS dead_letter,
+           count(*) FILTER (WHERE status IN ('queued', 'in_progress', 'retrying')) AS in_flight,
+           count(*) FILTER (WHERE attempts > 1) AS retried,
+           avg(attempts)::double precision AS mean_attempts,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_s) AS latency_p50_s,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_s) AS latency_p95_s,
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_s) AS latency_p99_s
+    FROM base
+    GROUP BY {keys}
+)
+SELECT {select_keys}, s.total, s.sent, s.failed, s.dead_letter, s.in_flight,
+       s.sent::double precision / nullif(s.sent + s.failed + s.dead_letter, 0) AS success_rate,
+       s.retried::double precision / s.total AS retry_rate,
+       s.mean_attempts, s.latency_p50_s, s.latency_p95_s, s.latency_p99_s,
+       coalesce(e.top_error_codes, '[]'::jsonb) AS top_error_codes
+FROM s
+LEFT JOIN errors e USING ({keys})"""
+
+
+VIEWS = (
+    SecurityInvokerView(
+        schema=SCHEMA,
+        signature="delivery_stats_24h",
+        definition=stats_view_sql(window="24 hours", bucket=None),
+    ),
+    SecurityInvokerView(
+        schema=SCHEMA,
+        signature="delivery_stats_hourly",
+        definition=stats_view_sql(window="7 days", bucket="hour"),
+    ),
+    SecurityInvokerView(
+        schema=SCHEMA,
+        signature="delivery_stats_daily",
+        definition=stats_view_sql(window="90 days", bucket="day"),
+    ),
+    SecurityInvokerView(
+        schema=SCHEMA,
+        signature="pending_deliveries",
+        definition="""
+SELECT delivery_id, workflow, recipient, status, attempts, last_error_code,
+       queued_at, last_attempted_at, updated_at, now() - updated_at AS idle_for
+FROM email.deliveries
+WHERE status IN ('queued', 'in_progress', 'retrying')""",
+    ),
+)
+
+VIEW_PRIVILEGES: dict[str, dict[str, tuple[str, ...]]] = {
+    view.signature: {READER_ROLE: ("SELECT",)} for view in VIEWS
+}
+"""Grants on the views: email_reader reads them; nobody else, anon included."""
+
+ENTITIES = (*ENTITIES, *VIEWS)

@@ -108,6 +108,12 @@ class Delivery(Base):
         CheckConstraint(_json_object_check("metadata", nullable=False), name="metadata_object"),
         Index(None, "status", "updated_at"),
         Index(None, "recipient", "updated_at"),
+        # Read side (email_delivery.queries, email_delivery.retention): a recipient's history
+        # newest first with a stable keyset cursor; statistics over a queued_at window; prune
+        # and scrub walking one status at a time from the oldest row.
+        Index(None, "recipient", "queued_at", "delivery_id"),
+        Index(None, "queued_at"),
+        Index(None, "status", "queued_at"),
     )
 
 
