@@ -1,0 +1,285 @@
+"""Seed conformance, read from the catalog of a database migrated to head, and every CHECK tried."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import asyncpg
+import pytest
+
+from email_delivery.models import DeliveryStatus
+from tests.integration._sql import connect, events, insert_delivery, module_database, owner_tx
+
+__all__ = ["module_database", "owner_tx"]
+
+TS = "timestamp with time zone"
+STATUS = "email.delivery_status"
+
+# (name, type, NOT NULL, default, identity) per column, in table order: the seed's tables.
+COLUMNS = {
+    "deliveries": [
+        ("delivery_id", "text", True, None, ""),
+        ("workflow", "text", True, None, ""),
+        ("recipient", "text", True, None, ""),
+        ("status", STATUS, True, f"'queued'::{STATUS}", ""),
+        ("attempts", "integer", True, "0", ""),
+        ("last_error_code", "text", False, None, ""),
+        ("last_error_message", "text", False, None, ""),
+        ("last_attempted_at", TS, False, None, ""),
+        ("queued_at", TS, True, "now()", ""),
+        ("sent_at", TS, False, None, ""),
+        ("metadata", "jsonb", True, "'{}'::jsonb", ""),
+        ("created_at", TS, True, "now()", ""),
+        ("updated_at", TS, True, "now()", ""),
+    ],
+    "delivery_events": [
+        ("id", "bigint", True, None, "a"),  # GENERATED ALWAYS AS IDENTITY
+        ("delivery_id", "text", True, None, ""),
+        ("status", STATUS, True, None, ""),
+        ("attempt", "integer", True, None, ""),
+        ("error_code", "text", False, None, ""),
+        ("error_message", "text", False, None, ""),
+        ("payload", "jsonb", False, None, ""),
+        ("created_at", TS, True, "now()", ""),
+    ],
+}
+
+
+@pytest.mark.parametrize("table", sorted(COLUMNS))
+async def test_columns_types_nullability_defaults(owner_tx: asyncpg.Connection, table: str) -> None:
+    rows = await owner_tx.fetch(
+        """
+        SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+               pg_get_expr(d.adbin, d.adrelid), a.attidentity::text
+        FROM pg_attribute a
+        LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+        WHERE a.attrelid = ('email.' || $1)::regclass AND a.attnum > 0 AND NOT a.attisdropped
+        ORDER BY a.attnum""",
+        table,
+    )
+    assert [tuple(r) for r in rows] == COLUMNS[table]
+    # The same through information_schema, which is what most tools read.
+    info = await owner_tx.fetch(
+        "SELECT column_name, is_nullable, is_identity, identity_generation "
+        "FROM information_schema.columns WHERE table_schema = 'email' AND table_name = $1 "
+        "ORDER BY ordinal_position",
+        table,
+    )
+    assert [(r[0], r[1] == "NO") for r in info] == [(c[0], c[2]) for c in COLUMNS[table]]
+    identities = [(r[0], r[3]) for r in info if r[2] == "YES"]
+    assert identities == ([("id", "ALWAYS")] if table == "delivery_events" else [])
+
+
+async def test_status_enum_labels_in_order(owner_tx: asyncpg.Connection) -> None:
+    labels = await owner_tx.fetchval(
+        "SELECT array_agg(enumlabel::text ORDER BY enumsortorder) FROM pg_enum "
+        "WHERE enumtypid = 'email.delivery_status'::regtype"
+    )
+    assert labels == ["queued", "in_progress", "sent", "retrying", "failed", "dead_letter"]
+    assert labels == [s.value for s in DeliveryStatus]
+
+
+async def test_keys_and_cascade(owner_tx: asyncpg.Connection) -> None:
+    keys = await owner_tx.fetch(
+        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE connamespace = 'email'::regnamespace AND contype IN ('p', 'f', 'u') "
+        "AND conrelid <> 'email.alembic_version'::regclass ORDER BY 1"
+    )
+    assert [tuple(r) for r in keys] == [
+        (
+            "fk_delivery_events_delivery_id_deliveries",
+            "FOREIGN KEY (delivery_id) REFERENCES email.deliveries(delivery_id) ON DELETE CASCADE",
+        ),
+        ("pk_deliveries", "PRIMARY KEY (delivery_id)"),
+        ("pk_delivery_events", "PRIMARY KEY (id)"),
+    ]
+    await insert_delivery(owner_tx, "cascade-1")
+    await owner_tx.execute("UPDATE email.deliveries SET status = 'in_progress'")
+    assert len(await events(owner_tx, "cascade-1")) == 2
+    await owner_tx.execute("DELETE FROM email.deliveries WHERE delivery_id = 'cascade-1'")
+    assert await owner_tx.fetchval("SELECT count(*) FROM email.delivery_events") == 0
+
+
+async def test_required_indexes(owner_tx: asyncpg.Connection) -> None:
+    rows = await owner_tx.fetch(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'email'"
+    )
+    defs = {name: re.sub(r"^.* USING ", "", d) for name, d in rows}
+    # Later issues add indexes for their queries; these are the seed's.
+    assert defs["ix_deliveries_status_updated_at"] == "btree (status, updated_at)"
+    assert defs["ix_deliveries_recipient_updated_at"] == "btree (recipient, updated_at)"
+    assert defs["ix_delivery_events_delivery_id_id"] == "btree (delivery_id, id)"
+
+
+async def test_every_constraint_and_index_is_named_by_the_convention(
+    owner_tx: asyncpg.Connection,
+) -> None:
+    # contype 'n' (PostgreSQL 18 catalogues NOT NULL) is named by the server, not by us.
+    constraints = await owner_tx.fetch(
+        "SELECT conname, contype::text, conrelid::regclass::text, "
+        "confrelid::regclass::text, "
+        "(SELECT attname FROM pg_attribute WHERE attrelid = conrelid AND attnum = conkey[1]) "
+        "FROM pg_constraint WHERE connamespace = 'email'::regnamespace AND contype <> 'n' "
+        "AND conrelid <> 'email.alembic_version'::regclass"
+    )
+    assert len(constraints) >= 15
+    for name, kind, table, referred, first_column in constraints:
+        table = table.removeprefix("email.")
+        expected = {
+            "p": f"pk_{table}",
+            "f": f"fk_{table}_{first_column}_{str(referred).removeprefix('email.')}",
+        }.get(kind)
+        if expected:
+            assert name == expected
+        else:
+            assert name.startswith({"c": f"ck_{table}_", "u": f"uq_{table}_"}[kind]), name
+    indexes = await owner_tx.fetch(
+        "SELECT indexname, tablename FROM pg_indexes WHERE schemaname = 'email' "
+        "AND indexname NOT IN (SELECT conname FROM pg_constraint) "
+        "AND tablename <> 'alembic_version'"
+    )
+    assert indexes
+    for name, table in indexes:
+        assert name.startswith(f"ix_{table}_"), name
+
+
+def _json(size: int) -> str:
+    return json.dumps({"k": "x" * (size - len('{"k": ""}'))})
+
+
+LONG_ADDRESS = "a" * 308 + "@example.com"  # 320 characters
+
+# (overrides, violated constraint or None when the row is valid at the boundary)
+DELIVERY_CASES: list[tuple[dict[str, Any], str | None]] = [
+    ({"delivery_id": "pubsub:" + "9" * 193}, None),
+    ({"delivery_id": "p" + "9" * 200}, "ck_deliveries_delivery_id_format"),
+    ({"delivery_id": ""}, "ck_deliveries_delivery_id_format"),
+    ({"delivery_id": " id-1"}, "ck_deliveries_delivery_id_format"),
+    ({"workflow": "verification-code"}, None),
+    ({"workflow": "w" + "a" * 62}, None),
+    ({"workflow": "w" + "a" * 63}, "ck_deliveries_workflow_format"),
+    ({"workflow": "Welcome"}, "ck_deliveries_workflow_format"),
+    ({"workflow": "1welcome"}, "ck_deliveries_workflow_format"),
+    ({"workflow": "welcome_email"}, "ck_deliveries_workflow_format"),
+    ({"workflow": ""}, "ck_deliveries_workflow_format"),
+    ({"recipient": LONG_ADDRESS}, None),
+    ({"recipient": "b" + LONG_ADDRESS}, "ck_deliveries_recipient_format"),
+    ({"recipient": "user.example.com"}, "ck_deliveries_recipient_format"),
+    ({"recipient": "a@b@example.com"}, "ck_deliveries_recipient_format"),
+    ({"recipient": "User@example.com"}, "ck_deliveries_recipient_format"),
+    ({"recipient": "us er@example.com"}, "ck_deliveries_recipient_format"),
+    ({"recipient": "@example.com"}, "ck_deliveries_recipient_format"),
+    ({"attempts": 0}, None),
+    ({"attempts": -1}, "ck_deliveries_attempts_non_negative"),
+    ({"last_error_code": "c" * 64}, None),
+    ({"last_error_code": "c" * 65}, "ck_deliveries_last_error_code_length"),
+    ({"last_error_message": "m" * 2000}, None),
+    ({"last_error_message": "m" * 2001}, "ck_deliveries_last_error_message_length"),
+    ({"status": "sent"}, None),  # sent_at is filled by the guard trigger
+    ({"status": "queued", "sent_at_now": True}, "ck_deliveries_sent_at_iff_sent"),
+    ({"status": "failed", "sent_at_now": True}, "ck_deliveries_sent_at_iff_sent"),
+    ({"metadata": _json(16 * 1024)}, None),
+    ({"metadata": _json(16 * 1024 + 1)}, "ck_deliveries_metadata_object"),
+    ({"metadata": "[]"}, "ck_deliveries_metadata_object"),
+    ({"metadata": '"text"'}, "ck_deliveries_metadata_object"),
+    ({"metadata": "null"}, "ck_deliveries_metadata_object"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "violated"), DELIVERY_CASES)
+async def test_delivery_checks(
+    owner_tx: asyncpg.Connection, overrides: dict[str, Any], violated: str | None
+) -> None:
+    overrides = dict(overrides)
+    delivery_id = overrides.pop("delivery_id", "check-1")
+    if overrides.pop("sent_at_now", False):
+        overrides["sent_at"] = await owner_tx.fetchval("SELECT now()")
+    if violated is None:
+        await insert_delivery(owner_tx, delivery_id, **overrides)
+        row = await owner_tx.fetchrow(
+            "SELECT status::text, sent_at FROM email.deliveries WHERE delivery_id = $1",
+            delivery_id,
+        )
+        assert (row["status"] == "sent") == (row["sent_at"] is not None)
+        return
+    with pytest.raises(asyncpg.CheckViolationError) as raised:
+        async with owner_tx.transaction():
+            await insert_delivery(owner_tx, delivery_id, **overrides)
+    assert raised.value.constraint_name == violated
+    assert await owner_tx.fetchval("SELECT count(*) FROM email.deliveries") == 0
+
+
+async def test_sent_at_cannot_be_set_without_sent_by_update(owner_tx: asyncpg.Connection) -> None:
+    await insert_delivery(owner_tx, "check-2")
+    with pytest.raises(asyncpg.CheckViolationError) as raised:
+        async with owner_tx.transaction():
+            await owner_tx.execute("UPDATE email.deliveries SET sent_at = now()")
+    assert raised.value.constraint_name == "ck_deliveries_sent_at_iff_sent"
+
+
+async def test_required_columns_reject_null(owner_tx: asyncpg.Connection) -> None:
+    for column in ("workflow", "recipient", "metadata", "status", "attempts"):
+        with pytest.raises(asyncpg.NotNullViolationError) as raised:
+            async with owner_tx.transaction():
+                await insert_delivery(owner_tx, "null-1", **{column: None})
+        assert raised.value.column_name == column
+
+
+EVENT_CASES: list[tuple[dict[str, Any], str | None]] = [
+    ({"payload": None}, None),
+    ({"payload": _json(16 * 1024)}, None),
+    ({"payload": _json(16 * 1024 + 1)}, "ck_delivery_events_payload_object"),
+    ({"payload": "[1]"}, "ck_delivery_events_payload_object"),
+    ({"payload": "42"}, "ck_delivery_events_payload_object"),
+    ({"attempt": -1}, "ck_delivery_events_attempt_non_negative"),
+    ({"error_code": "c" * 64}, None),
+    ({"error_code": "c" * 65}, "ck_delivery_events_error_code_length"),
+    ({"error_message": "m" * 2000}, None),
+    ({"error_message": "m" * 2001}, "ck_delivery_events_error_message_length"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "violated"), EVENT_CASES)
+async def test_event_checks(
+    owner_tx: asyncpg.Connection, overrides: dict[str, Any], violated: str | None
+) -> None:
+    await insert_delivery(owner_tx, "event-1")
+    values = {"delivery_id": "event-1", "status": "queued", "attempt": 0, **overrides}
+    params = ", ".join(f"${i}" for i in range(1, len(values) + 1))
+    statement = f"INSERT INTO email.delivery_events ({', '.join(values)}) VALUES ({params})"
+    if violated is None:
+        await owner_tx.execute(statement, *values.values())
+        assert len(await events(owner_tx, "event-1")) == 2
+        return
+    with pytest.raises(asyncpg.CheckViolationError) as raised:
+        async with owner_tx.transaction():
+            await owner_tx.execute(statement, *values.values())
+    assert raised.value.constraint_name == violated
+
+
+async def test_event_needs_an_existing_delivery(owner_tx: asyncpg.Connection) -> None:
+    with pytest.raises(asyncpg.ForeignKeyViolationError) as raised:
+        await owner_tx.execute(
+            "INSERT INTO email.delivery_events (delivery_id, status, attempt) "
+            "VALUES ('missing', 'queued', 0)"
+        )
+    assert raised.value.constraint_name == "fk_delivery_events_delivery_id_deliveries"
+
+
+async def test_event_id_is_generated_always(owner_tx: asyncpg.Connection) -> None:
+    await insert_delivery(owner_tx, "event-2")
+    with pytest.raises(asyncpg.GeneratedAlwaysError):
+        await owner_tx.execute(
+            "INSERT INTO email.delivery_events (id, delivery_id, status, attempt) "
+            "VALUES (999, 'event-2', 'queued', 0)"
+        )
+
+
+async def test_checks_above_ran_as_the_non_superuser_owner(
+    cluster: Any, module_database: str
+) -> None:
+    async with connect(cluster, module_database) as conn:
+        assert await conn.fetchval("SELECT current_user") == "email_test_owner"
+        assert not await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
