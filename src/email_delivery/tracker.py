@@ -1,0 +1,413 @@
+"""``DeliveryTracker``: the worker's lifecycle API over the SQL functions of schema ``email``.
+
+Every state change is one call of one ``email.*`` function (one atomic statement; see
+``ddl.py``), sent in one round trip straight to the asyncpg connection checked out of the
+engine's pool: no SQLAlchemy statement compilation, no transaction block (the function call
+is its own transaction), and asyncpg's per-connection prepared statement cache does the
+rest (``make_engine(pooler="transaction")`` turns that cache off).
+
+Input is checked in Python first (``email_delivery.validation``): bad input raises a
+``DeliveryInputError`` naming the field before anything is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]  # no stubs; Record is Any here
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import configure_mappers
+from sqlalchemy.orm.base import manager_of_class
+from sqlalchemy.pool import Pool, QueuePool
+from sqlalchemy.util import greenlet_spawn
+
+from email_delivery import ddl
+from email_delivery import validation as v
+from email_delivery.models import Delivery, DeliveryEvent, DeliveryStatus
+
+__all__ = [
+    "Claim",
+    "DeliveryConflict",
+    "DeliveryNotFound",
+    "DeliveryTracker",
+    "EnqueueResult",
+    "NewDelivery",
+    "TransitionResult",
+]
+
+DEFAULT_LEASE = timedelta(minutes=5)
+DEFAULT_MAX_ATTEMPTS = 5
+_RESERVED_METADATA_KEYS = (ddl.DEAD_LETTER_REFERENCE_KEY, ddl.REQUEUED_AT_ATTEMPT_KEY)
+
+
+class DeliveryConflict(Exception):
+    """An enqueue for an existing ``delivery_id`` with a different workflow or recipient.
+
+    Nothing was written. ``fields`` names what differs; ``existing`` is the stored row.
+    """
+
+    def __init__(self, delivery_id: str, fields: Sequence[str], existing: Delivery) -> None:
+        super().__init__(f"delivery {delivery_id!r} exists with a different {' and '.join(fields)}")
+        self.delivery_id = delivery_id
+        self.fields = tuple(fields)
+        self.existing = existing
+
+
+class DeliveryNotFound(LookupError):
+    """No delivery with this ``delivery_id`` (enqueue it first)."""
+
+    def __init__(self, delivery_id: str) -> None:
+        super().__init__(f"no delivery {delivery_id!r}")
+        self.delivery_id = delivery_id
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueResult:
+    delivery: Delivery
+    created: bool
+    """False: the delivery existed (a redelivered event); nothing changed."""
+    conflicts: tuple[str, ...] = ()
+    """``enqueue_many`` only: fields that differ from the stored row; nothing was written."""
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The right to send one attempt; report it with ``mark_sent``/``mark_failed``."""
+
+    delivery: Delivery
+    attempt: int
+
+    @property
+    def delivery_id(self) -> str:
+        return self.delivery.delivery_id
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionResult:
+    delivery: Delivery
+    """The row after the call."""
+    changed: bool
+    """False: the call's precondition did not hold (already sent, superseded attempt …)."""
+
+    @property
+    def status(self) -> DeliveryStatus:
+        return self.delivery.status
+
+
+@dataclass(frozen=True, slots=True)
+class NewDelivery:
+    """One item of ``enqueue_many``."""
+
+    delivery_id: str
+    workflow: str
+    recipient: str
+    metadata: Mapping[str, Any] | None = None
+    queued_at: datetime | None = None
+
+
+_COLUMNS = ddl.ROW_COLUMN_NAMES
+_SQL_ENQUEUE = "SELECT * FROM email.enqueue_delivery($1, $2, $3, $4::jsonb, $5)"
+_SQL_ENQUEUE_MANY = (
+    "SELECT * FROM email.enqueue_deliveries($1::text[], $2::text[], $3::text[], "
+    "$4::jsonb[], $5::timestamptz[])"
+)
+_SQL_CLAIM = "SELECT * FROM email.claim_delivery($1, $2)"
+_SQL_SENT = "SELECT * FROM email.mark_delivery_sent($1, $2, $3::jsonb)"
+_SQL_FAILED = "SELECT * FROM email.mark_delivery_failed($1, $2, $3, $4, $5, $6, $7::jsonb)"
+_SQL_DEAD_LETTER = "SELECT * FROM email.mark_delivery_dead_letter($1, $2)"
+_SQL_REQUEUE = "SELECT * FROM email.requeue_delivery($1, $2)"
+_SQL_REAP = "SELECT * FROM email.reap_stale_deliveries($1, $2, $3)"
+_SQL_GET = f"SELECT {', '.join(_COLUMNS)} FROM email.deliveries WHERE delivery_id = $1"
+_SQL_HISTORY = (
+    "SELECT id, delivery_id, status, attempt, error_code, error_message, payload, created_at "
+    "FROM email.delivery_events WHERE delivery_id = $1 ORDER BY id"
+)
+
+# Errors after which the pooled connection's state is unknown: it must not be reused.
+_BROKEN = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    OSError,
+    asyncio.CancelledError,
+    asyncio.TimeoutError,
+)
+
+
+_DELIVERY_KEYS = tuple("metadata_" if name == "metadata" else name for name in _COLUMNS)
+
+
+def _delivery(row: asyncpg.Record) -> Delivery:
+    # As the ORM loads a row: state set straight into __dict__, no attribute events (the
+    # declarative constructor costs ten times as much, and this is the hot path).
+    delivery: Delivery = _DELIVERY_MANAGER.new_instance()
+    values = delivery.__dict__
+    values.update(zip(_DELIVERY_KEYS, row, strict=False))  # functions add columns
+    values["status"] = DeliveryStatus(values["status"])
+    values["metadata_"] = v.json_object_or_none(values["metadata_"])
+    return delivery
+
+
+def _event(row: asyncpg.Record) -> DeliveryEvent:
+    return DeliveryEvent(
+        id=row[0],
+        delivery_id=row[1],
+        status=DeliveryStatus(row[2]),
+        attempt=row[3],
+        error_code=row[4],
+        error_message=row[5],
+        payload=v.json_object_or_none(row[6]),
+        created_at=row[7],
+    )
+
+
+configure_mappers()
+_DELIVERY_MANAGER = manager_of_class(Delivery)
+
+
+def _pool_of(bind: AsyncEngine | async_sessionmaker[AsyncSession]) -> Pool:
+    if isinstance(bind, AsyncEngine):
+        return bind.sync_engine.pool
+    if isinstance(bind, async_sessionmaker):
+        engine = bind.kw.get("bind")
+        if isinstance(engine, AsyncEngine):
+            return engine.sync_engine.pool
+        raise TypeError("the async_sessionmaker must be bound to an AsyncEngine (bind=engine)")
+    raise TypeError(f"expected an AsyncEngine or an async_sessionmaker, not {type(bind)!r}")
+
+
+class DeliveryTracker:
+    """The lifecycle of deliveries, for a Pub/Sub worker (see the README's worker section)."""
+
+    def __init__(
+        self,
+        bind: AsyncEngine | async_sessionmaker[AsyncSession],
+        *,
+        keep_connections: int | None = None,
+    ) -> None:
+        """``keep_connections``: how many connections the tracker keeps checked out of the
+        engine's pool between calls (default: the pool's ``pool_size``; 0 returns each one
+        after its call). A pool checkout and check-in cost more CPU than the call itself;
+        ``await tracker.aclose()`` (or ``async with tracker``) gives them back."""
+        self._pool = _pool_of(bind)
+        if keep_connections is None:
+            keep_connections = self._pool.size() if isinstance(self._pool, QueuePool) else 0
+        self._keep = v.check_int(keep_connections, "keep_connections", minimum=0)
+        self._kept: list[Any] = []
+        self._returning: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> DeliveryTracker:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Return the kept connections to the engine's pool (the tracker stays usable)."""
+        kept, self._kept = self._kept, []
+        for fairy in kept:
+            await greenlet_spawn(fairy.close)
+
+    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        fairy = self._kept.pop() if self._kept else await greenlet_spawn(self._pool.connect)
+        try:
+            driver: Any = fairy.driver_connection
+            rows: list[asyncpg.Record] = await driver.fetch(sql, *args)
+        except _BROKEN:
+            await greenlet_spawn(fairy.invalidate)
+            await greenlet_spawn(fairy.close)
+            raise
+        except BaseException:
+            self._release(fairy)
+            raise
+        self._release(fairy)
+        return rows
+
+    def _release(self, fairy: Any) -> None:
+        if len(self._kept) < self._keep:
+            self._kept.append(fairy)
+        else:
+            # Surplus goes back now; no I/O happens on check-in of an idle asyncpg connection.
+            task = asyncio.get_running_loop().create_task(greenlet_spawn(fairy.close))
+            self._returning.add(task)
+            task.add_done_callback(self._returning.discard)
+
+    async def _one(self, delivery_id: str, sql: str, *args: Any) -> asyncpg.Record:
+        rows = await self._fetch(sql, delivery_id, *args)
+        if not rows:
+            raise DeliveryNotFound(delivery_id)
+        return rows[0]
+
+    # -- enqueue -----------------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        delivery_id: str,
+        *,
+        workflow: str,
+        recipient: str,
+        metadata: Mapping[str, Any] | None = None,
+        queued_at: datetime | None = None,
+    ) -> EnqueueResult:
+        """Insert ``queued`` unless it exists; a redelivery with the same workflow and
+        recipient changes nothing; different ones raise ``DeliveryConflict``."""
+        args = _enqueue_args(delivery_id, workflow, recipient, metadata, queued_at, "")
+        row = await self._one(args[0], _SQL_ENQUEUE, *args[1:])
+        delivery = _delivery(row)
+        if row["conflicts"]:
+            raise DeliveryConflict(args[0], row["conflicts"], delivery)
+        return EnqueueResult(delivery=delivery, created=row["created"])
+
+    async def enqueue_many(
+        self, deliveries: Iterable[NewDelivery | Mapping[str, Any]]
+    ) -> list[EnqueueResult]:
+        """A Pub/Sub batch in one statement; one result per item, in order.
+
+        A conflicting item is reported in its result's ``conflicts`` (nothing written for
+        it) instead of raising, so the rest of the batch is still recorded.
+        """
+        columns: tuple[list[Any], ...] = ([], [], [], [], [])
+        for index, item in enumerate(deliveries):
+            if isinstance(item, Mapping):
+                try:
+                    item = NewDelivery(**item)
+                except TypeError as exc:
+                    raise v.InvalidArgument(f"deliveries[{index}]", str(exc)) from None
+            if not isinstance(item, NewDelivery):
+                raise v.InvalidArgument(f"deliveries[{index}]", "a NewDelivery or a mapping")
+            values = _enqueue_args(
+                item.delivery_id,
+                item.workflow,
+                item.recipient,
+                item.metadata,
+                item.queued_at,
+                f"deliveries[{index}].",
+            )
+            for column, value in zip(columns, values, strict=True):
+                column.append(value)
+            if index >= v.MAX_BATCH:
+                raise v.InvalidArgument("deliveries", f"at most {v.MAX_BATCH} per batch")
+        if not columns[0]:
+            return []
+        rows = await self._fetch(_SQL_ENQUEUE_MANY, *columns)
+        return [
+            EnqueueResult(
+                delivery=_delivery(row), created=row["created"], conflicts=tuple(row["conflicts"])
+            )
+            for row in rows
+        ]
+
+    # -- worker steps ------------------------------------------------------------------
+
+    async def claim(self, delivery_id: str, *, lease: timedelta = DEFAULT_LEASE) -> Claim | None:
+        """Start an attempt, or ``None``: do not send (sent, failed, dead_letter, or a live
+        claim of someone else). Every worker must use the same ``lease``."""
+        v.check_delivery_id(delivery_id)
+        v.check_positive_interval(lease, "lease")
+        row = await self._one(delivery_id, _SQL_CLAIM, lease)
+        if not row["changed"]:
+            return None
+        return Claim(delivery=_delivery(row), attempt=row["attempt"])
+
+    async def mark_sent(
+        self, delivery_id: str, *, attempt: int, payload: Mapping[str, Any] | None = None
+    ) -> TransitionResult:
+        """``sent`` from anything but ``sent`` (a late success is the truth)."""
+        v.check_delivery_id(delivery_id)
+        v.check_int(attempt, "attempt", minimum=0)
+        body = v.check_json_object(payload, "payload", optional=True)
+        row = await self._one(delivery_id, _SQL_SENT, attempt, body)
+        return TransitionResult(delivery=_delivery(row), changed=row["changed"])
+
+    async def mark_failed(
+        self,
+        delivery_id: str,
+        *,
+        attempt: int,
+        error: BaseException | tuple[str, str],
+        retryable: bool = True,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        payload: Mapping[str, Any] | None = None,
+    ) -> TransitionResult:
+        """Report a failed attempt: ``retrying``, ``dead_letter`` when retries are used up,
+        or ``failed`` when not retryable. A superseded attempt changes nothing."""
+        v.check_delivery_id(delivery_id)
+        v.check_int(attempt, "attempt", minimum=1)
+        v.check_int(max_attempts, "max_attempts", minimum=1)
+        if not isinstance(retryable, bool):
+            raise v.InvalidArgument("retryable", "must be a bool")
+        code, message = v.error_code_and_message(error)
+        body = v.check_json_object(payload, "payload", optional=True)
+        row = await self._one(
+            delivery_id, _SQL_FAILED, attempt, code, message, retryable, max_attempts, body
+        )
+        return TransitionResult(delivery=_delivery(row), changed=row["changed"])
+
+    async def mark_dead_letter(self, delivery_id: str, *, reference: str) -> TransitionResult:
+        """Record the dead-letter topic's message id; an unfinished delivery becomes
+        ``dead_letter``. ``failed`` stays ``failed``; ``sent`` never changes."""
+        v.check_delivery_id(delivery_id)
+        v.check_reference(reference)
+        row = await self._one(delivery_id, _SQL_DEAD_LETTER, reference)
+        return TransitionResult(delivery=_delivery(row), changed=row["changed"])
+
+    async def requeue(self, delivery_id: str, *, reason: str) -> TransitionResult:
+        """Operators only (the schema owner): ``failed``/``dead_letter`` back to ``queued``
+        with a fresh retry budget."""
+        v.check_delivery_id(delivery_id)
+        reason = v.check_reason(reason)
+        row = await self._one(delivery_id, _SQL_REQUEUE, reason)
+        return TransitionResult(delivery=_delivery(row), changed=row["changed"])
+
+    async def reap_stale(
+        self,
+        *,
+        lease: timedelta = DEFAULT_LEASE,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        limit: int = 1000,
+    ) -> list[Delivery]:
+        """Expired claims back to ``retrying`` (``dead_letter`` when retries are used up);
+        returns the deliveries it moved. Safe to run from several schedulers at once."""
+        v.check_positive_interval(lease, "lease")
+        v.check_int(max_attempts, "max_attempts", minimum=1)
+        v.check_int(limit, "limit", minimum=1)
+        rows = await self._fetch(_SQL_REAP, lease, max_attempts, limit)
+        return [_delivery(row) for row in rows]
+
+    # -- reads -------------------------------------------------------------------------
+
+    async def get(self, delivery_id: str) -> Delivery | None:
+        v.check_delivery_id(delivery_id)
+        rows = await self._fetch(_SQL_GET, delivery_id)
+        return _delivery(rows[0]) if rows else None
+
+    async def history(self, delivery_id: str) -> list[DeliveryEvent]:
+        """The delivery's audit events, oldest first."""
+        v.check_delivery_id(delivery_id)
+        return [_event(row) for row in await self._fetch(_SQL_HISTORY, delivery_id)]
+
+
+def _enqueue_args(
+    delivery_id: object,
+    workflow: object,
+    recipient: object,
+    metadata: object,
+    queued_at: object,
+    prefix: str,
+) -> tuple[str, str, str, str | None, datetime | None]:
+    delivery_id = v.check_delivery_id(delivery_id, f"{prefix}delivery_id")
+    workflow = v.check_workflow(workflow, f"{prefix}workflow")
+    recipient = v.normalize_recipient(recipient, f"{prefix}recipient")
+    if queued_at is not None:
+        queued_at = v.check_aware(queued_at, f"{prefix}queued_at")
+    if isinstance(metadata, Mapping):
+        for key in _RESERVED_METADATA_KEYS:
+            if key in metadata:
+                raise v.InvalidJsonObject(
+                    f"{prefix}metadata.{key}", "reserved for the lifecycle functions"
+                )
+    body = v.check_json_object(metadata, f"{prefix}metadata", optional=False)
+    return delivery_id, workflow, recipient, body, queued_at

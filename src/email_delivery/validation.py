@@ -1,0 +1,433 @@
+"""Input rules of the lifecycle API, checked in Python before anything is written.
+
+The database rejects the same values through its CHECK constraints, and its
+``email.sanitize_error_message`` redacts stored messages for clients in any language; this
+module gives a Python caller a typed error naming the field instead of a constraint name.
+
+Secrets: a metadata or payload key that names a secret is rejected with its path, e.g.
+``metadata.invite.token``. Keys are split into words (``inviteToken`` -> invite, token) and
+a key is a secret when a word is ``token``, ``password``, ``secret``, ``otp``, ``pin``,
+``passcode``, ``credential(s)``, ``authorization``, ``bearer``, ``cookie``, ``magiclink`` or
+``apikey``; ``code`` unless a harmless word precedes it (``country_code``, ``error_code``);
+``key`` only after ``api``/``private``/``secret``/``access``/``signing``/``encryption``. A
+last word like ``expires_at``, ``ttl``, ``id``, ``type`` describes a secret without holding
+it (``token_expires_at`` is fine). A key ending in one of ``HASH_SUFFIXES`` (``code_sha256``,
+``token_hash``) is allowed when its value is a hash: 32-128 hex digits, optionally after
+``sha256:``. Whatever the key, a string holding a link with a token is rejected: a URL whose
+query or fragment has a parameter named like a secret (``?token=``, ``&sig=``) or whose path
+holds a long token (24+ letters and digits, as in ``/invite/3f9a…``).
+
+Recipients are stored trimmed and lower-cased, the whole address: ``" Ada@Example.COM "`` is
+``ada@example.com``. (Local parts are case-sensitive by the RFC, but no mail provider in use
+treats them so, and support tools search by the lower-cased form.)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from email_delivery.models import (
+    DELIVERY_ID_PATTERN,
+    MAX_ERROR_CODE_LENGTH,
+    MAX_ERROR_MESSAGE_LENGTH,
+    MAX_JSON_BYTES,
+    MAX_RECIPIENT_LENGTH,
+    WORKFLOW_PATTERN,
+)
+
+__all__ = [
+    "HASH_SUFFIXES",
+    "DeliveryInputError",
+    "InvalidDeliveryId",
+    "InvalidJsonObject",
+    "InvalidRecipient",
+    "InvalidTimestamp",
+    "InvalidWorkflow",
+    "SecretInInput",
+    "error_code_and_message",
+    "normalize_recipient",
+    "sanitize_error_message",
+]
+
+HASH_SUFFIXES = ("_sha256", "_sha512", "_hash", "_hmac", "_digest")
+"""A key ending in one of these may hold a hash of a secret (not the secret itself)."""
+
+MAX_REFERENCE_LENGTH = 200
+MAX_REASON_LENGTH = 500
+MAX_BATCH = 10_000
+
+
+class DeliveryInputError(ValueError):
+    """Bad input to the lifecycle API, raised before any write; ``field`` names the input."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class InvalidDeliveryId(DeliveryInputError):
+    pass
+
+
+class InvalidWorkflow(DeliveryInputError):
+    pass
+
+
+class InvalidRecipient(DeliveryInputError):
+    pass
+
+
+class InvalidTimestamp(DeliveryInputError):
+    pass
+
+
+class InvalidJsonObject(DeliveryInputError):
+    pass
+
+
+class SecretInInput(DeliveryInputError):
+    """A metadata/payload key or value carries a secret; ``field`` is the key's path."""
+
+
+class InvalidArgument(DeliveryInputError):
+    """Any other argument out of range (attempt, lease, max_attempts, error, reference)."""
+
+
+_DELIVERY_ID = re.compile(DELIVERY_ID_PATTERN)
+_WORKFLOW = re.compile(WORKFLOW_PATTERN)
+# The database's CHECK: no whitespace, exactly one @, something on both sides.
+_RECIPIENT = re.compile(r"^[^@\s]+@[^@\s]+$")
+_ERROR_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+_REFERENCE = re.compile(r"^[^\s\x00-\x1f]{1,200}$")
+
+
+def check_delivery_id(value: object, field: str = "delivery_id") -> str:
+    if not isinstance(value, str) or not _DELIVERY_ID.fullmatch(value):
+        raise InvalidDeliveryId(
+            field, "1-200 characters of A-Z a-z 0-9 . _ : / @ + = -, starting alphanumeric"
+        )
+    return value
+
+
+def check_workflow(value: object, field: str = "workflow") -> str:
+    if not isinstance(value, str) or not _WORKFLOW.fullmatch(value):
+        raise InvalidWorkflow(field, "lower-case kebab-case, e.g. 'verification-code'")
+    return value
+
+
+def normalize_recipient(value: object, field: str = "recipient") -> str:
+    """Trimmed and lower-cased; one ``@`` with something on both sides, no whitespace."""
+    if not isinstance(value, str):
+        raise InvalidRecipient(field, "must be a string")
+    normalized = value.strip().lower()
+    if len(normalized) > MAX_RECIPIENT_LENGTH or not _RECIPIENT.fullmatch(normalized):
+        raise InvalidRecipient(field, "not an email address (local@domain, no spaces)")
+    return normalized
+
+
+def check_aware(value: object, field: str) -> datetime:
+    if not isinstance(value, datetime):
+        raise InvalidTimestamp(field, "must be a datetime")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidTimestamp(field, "naive datetime: give a timezone (e.g. UTC)")
+    return value
+
+
+def check_positive_interval(value: object, field: str) -> timedelta:
+    if not isinstance(value, timedelta) or value <= timedelta(0):
+        raise InvalidArgument(field, "must be a positive timedelta")
+    return value
+
+
+def check_int(value: object, field: str, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidArgument(field, f"must be an integer >= {minimum}")
+    if value > 2**31 - 1:
+        raise InvalidArgument(field, "out of range")
+    return value
+
+
+def check_reference(value: object, field: str = "reference") -> str:
+    if not isinstance(value, str) or not _REFERENCE.fullmatch(value):
+        raise InvalidArgument(field, "1-200 printable characters without spaces")
+    return value
+
+
+def check_reason(value: object, field: str = "reason") -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidArgument(field, "an operator's reason is required")
+    return sanitize_error_message(value.strip(), limit=MAX_REASON_LENGTH)
+
+
+# ---------------------------------------------------------------------------------------
+# Secret detection
+# ---------------------------------------------------------------------------------------
+
+_SECRET_WORDS = frozenset(
+    {
+        "otp",
+        "pin",
+        "passcode",
+        "token",
+        "password",
+        "passwd",
+        "pwd",
+        "secret",
+        "apikey",
+        "credential",
+        "credentials",
+        "authorization",
+        "bearer",
+        "cookie",
+        "magiclink",
+    }
+)
+# "code" and "key" are common harmless words ("country_code", "idempotency_key"): "code" is
+# a secret unless a harmless qualifier precedes it, "key" only after a secret qualifier.
+_HARMLESS_CODE_QUALIFIERS = frozenset(
+    {
+        "country", "language", "lang", "locale", "status", "error", "currency", "postal",
+        "zip", "region", "template", "reason", "response", "smtp", "http", "reply", "bounce",
+        "workflow", "product", "plan", "campaign", "promo", "discount", "color", "area",
+    }
+)  # fmt: skip
+_SECRET_KEY_QUALIFIERS = frozenset({"api", "private", "secret", "access", "signing", "encryption"})
+# A key whose last word is one of these describes a secret without holding it.
+_HARMLESS_LAST_WORDS = frozenset(
+    {"expires", "expiry", "expiration", "at", "ttl", "length", "type", "id", "sent", "count"}
+)
+_WORD_SPLIT = re.compile(r"[^a-z0-9]+")
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_HASH_VALUE = re.compile(r"^(?:(?:sha256|sha512|sha1|hmac-sha256):)?[0-9a-fA-F]{32,128}$")
+_URL = re.compile(r"https?://\S+", re.IGNORECASE)
+_SECRET_PARAMETER = re.compile(
+    r"[?&#;](?:[a-z0-9_]*_)?(?:token|code|otp|key|secret|password|sig|signature|auth|jwt)"
+    r"[a-z0-9_]*=",
+    re.IGNORECASE,
+)
+_LONG_TOKEN = re.compile(r"(?=[A-Za-z0-9_-]*[0-9])(?=[A-Za-z0-9_-]*[A-Za-z])[A-Za-z0-9_-]{24,}")
+
+
+def _words(key: str) -> list[str]:
+    return [w for w in _WORD_SPLIT.split(_CAMEL.sub("_", key).lower()) if w]
+
+
+def _names_secret(key: str) -> bool:
+    words = _words(key)
+    if not words or words[-1] in _HARMLESS_LAST_WORDS:
+        return False
+    if "".join(words) in _SECRET_WORDS:
+        return True
+    for i, word in enumerate(words):
+        previous = words[i - 1] if i > 0 else ""
+        if word in _SECRET_WORDS:
+            return True
+        if word == "code" and previous not in _HARMLESS_CODE_QUALIFIERS:
+            return True
+        if word == "key" and previous in _SECRET_KEY_QUALIFIERS:
+            return True
+    return False
+
+
+def _link_with_token(text: str) -> bool:
+    """A URL whose query or fragment names a secret, or whose path holds a long token."""
+    for match in _URL.finditer(text):
+        url = match.group()
+        if _SECRET_PARAMETER.search(url) or _LONG_TOKEN.search(url.split("?", 1)[0]):
+            return True
+    return False
+
+
+def _hash_suffixed(key: str) -> bool:
+    return key.lower().endswith(HASH_SUFFIXES)
+
+
+def find_secret(value: object, path: str) -> str | None:
+    """The path of the first key or value carrying a secret, or ``None``."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            child = f"{path}.{key}"
+            if not isinstance(key, str):
+                continue
+            if _hash_suffixed(key):
+                if isinstance(item, str) and _HASH_VALUE.fullmatch(item):
+                    continue
+                return child
+            if _names_secret(key):
+                return child
+            found = find_secret(item, child)
+            if found:
+                return found
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found = find_secret(item, f"{path}[{index}]")
+            if found:
+                return found
+    elif isinstance(value, str) and _link_with_token(value):
+        return path
+    return None
+
+
+def check_json_object(value: object, field: str, *, optional: bool) -> str | None:
+    """The object as compact JSON text (what is sent to the database), or ``None``.
+
+    Size is measured as the database does: ``octet_length(jsonb::text)``, i.e. the UTF-8
+    length of PostgreSQL's rendering (``", "`` and ``": "`` separators, raw non-ASCII).
+    """
+    if value is None:
+        if optional:
+            return None
+        value = {}
+    if not isinstance(value, Mapping):
+        raise InvalidJsonObject(field, "must be a JSON object (a dict)")
+    secret = find_secret(value, field)
+    if secret:
+        raise SecretInInput(
+            secret,
+            "looks like a secret (token, code, password, link with a token); store a hash "
+            f"under a key ending in {HASH_SUFFIXES[0]!r} or leave it out",
+        )
+    try:
+        _check_finite(value, field)
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidJsonObject(field, f"not JSON-serialisable: {exc}") from None
+    if "\\u0000" in text:
+        raise InvalidJsonObject(field, "contains a NUL character, which PostgreSQL rejects")
+    rendered = json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+    if len(rendered.encode()) > MAX_JSON_BYTES:
+        raise InvalidJsonObject(field, f"larger than {MAX_JSON_BYTES} bytes as JSON")
+    return text
+
+
+def _check_finite(value: object, path: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{path} is not a finite number")
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"key {key!r} of {path} is not a string")
+            _check_finite(item, f"{path}.{key}")
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _check_finite(item, path)
+
+
+# ---------------------------------------------------------------------------------------
+# Error messages
+# ---------------------------------------------------------------------------------------
+
+_TOKEN_CHARS = "A-Za-z0-9_+/=-"
+_REDACTIONS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"[\x00-\x1f\x7f]"), " "),
+    (re.compile(r"(https?://[^\s?#]*)\?[^\s#]*", re.IGNORECASE), r"\1?[redacted]"),
+    (re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"), "[email]"),
+    (re.compile(r"(bearer|basic)\s+\S+", re.IGNORECASE), r"\1 [redacted]"),
+    (
+        re.compile(
+            r"(password|passwd|pwd|secret|token|api[_-]?key|apikey|authorization|code|otp)"
+            r"(\s*[:=]\s*)[^\s,;]+",
+            re.IGNORECASE,
+        ),
+        r"\1\2[redacted]",
+    ),
+    (
+        re.compile(
+            rf"(^|[^{_TOKEN_CHARS}])(?=[{_TOKEN_CHARS}]*[0-9])(?=[{_TOKEN_CHARS}]*[A-Za-z])"
+            rf"[{_TOKEN_CHARS}]{{24,}}"
+        ),
+        r"\1[token]",
+    ),
+)
+"""The same rules, in the same order, as the database's ``email.sanitize_error_message``."""
+
+
+def sanitize_error_message(message: str, *, limit: int = MAX_ERROR_MESSAGE_LENGTH) -> str:
+    """Redact addresses, credentials, long tokens and URL query strings; cap the length."""
+    for pattern, replacement in _REDACTIONS:
+        message = pattern.sub(replacement, message)
+    return message[:limit]
+
+
+_SMTP_CODE_ATTRS = ("smtp_code", "code")
+
+
+def _smtp_reply(error: BaseException) -> tuple[int, str] | None:
+    """(code, text) of an smtplib or aiosmtplib exception, else ``None``."""
+    module = type(error).__module__
+    if not (module.startswith("smtplib") or module.startswith("aiosmtplib")):
+        return None
+    recipients = getattr(error, "recipients", None)
+    if isinstance(recipients, Mapping) and recipients:
+        first = next(iter(recipients.values()))
+        if isinstance(first, tuple) and len(first) == 2 and isinstance(first[0], int):
+            text = first[1].decode(errors="replace") if isinstance(first[1], bytes) else first[1]
+            return first[0], str(text)
+    for attr in _SMTP_CODE_ATTRS:
+        code = getattr(error, attr, None)
+        if isinstance(code, int) and not isinstance(code, bool) and code > 0:
+            text = getattr(error, "smtp_error", None) or getattr(error, "message", None) or ""
+            if isinstance(text, bytes):
+                text = text.decode(errors="replace")
+            return code, str(text)
+    return None
+
+
+def error_code_and_message(error: object, field: str = "error") -> tuple[str, str]:
+    """``(code, sanitised message)`` from an exception or a ``(code, message)`` pair.
+
+    SMTP replies become ``SMTP_<reply code>`` (``SMTP_535``); other exceptions their class
+    name (``TimeoutError``).
+    """
+    if isinstance(error, BaseException):
+        reply = _smtp_reply(error)
+        if reply is not None:
+            code, text = f"SMTP_{reply[0]}", reply[1] or str(error)
+        else:
+            code, text = type(error).__name__, str(error) or type(error).__name__
+        return code[:MAX_ERROR_CODE_LENGTH], sanitize_error_message(text)
+    if (
+        isinstance(error, tuple)
+        and len(error) == 2
+        and isinstance(error[0], str)
+        and isinstance(error[1], str)
+    ):
+        code, text = error
+        if len(code) > MAX_ERROR_CODE_LENGTH or not _ERROR_CODE.fullmatch(code):
+            raise InvalidArgument(
+                f"{field}.code", f"1-{MAX_ERROR_CODE_LENGTH} characters of A-Z a-z 0-9 _ . : -"
+            )
+        return code, sanitize_error_message(text)
+    raise InvalidArgument(field, "an exception or a (code, message) pair of strings")
+
+
+def smtp_retryable(error: BaseException) -> bool:
+    """The usual retry decision: SMTP 4xx and network trouble are transient, 5xx permanent."""
+    reply = _smtp_reply(error)
+    if reply is not None:
+        return 400 <= reply[0] < 500
+    return isinstance(error, OSError | TimeoutError)
+
+
+def next_status_after_failure(
+    *, attempts: int, retryable: bool, max_attempts: int, requeued_at_attempt: int = 0
+) -> str:
+    """What ``mark_failed`` moves an ``in_progress`` delivery to (the SQL does the same)."""
+    if not retryable:
+        return "failed"
+    if attempts - requeued_at_attempt >= max_attempts:
+        return "dead_letter"
+    return "retrying"
+
+
+def json_object_or_none(value: Any) -> dict[str, Any] | None:
+    """A jsonb value as the driver returned it (text without codecs, dict with them)."""
+    if value is None or isinstance(value, dict):
+        return value
+    loaded: dict[str, Any] = json.loads(value)
+    return loaded
