@@ -1,0 +1,300 @@
+"""``email-delivery verify``: does this database carry schema ``email`` exactly as designed?
+
+Checks, each problem one line:
+
+- the Alembic revision in ``email.alembic_version`` is the head of this package;
+- no drift in tables, columns, types, indexes, constraints, functions, triggers, policies and
+  views: Alembic's autogenerate comparison with the same filters as ``alembic/env.py`` and
+  the same alembic_utils entities (what ``alembic check`` does), read-only;
+- RLS is enabled on both tables; the group roles exist and cannot log in;
+- grants on the schema, tables, views, sequences and functions are exactly those of
+  ``ddl.TABLE_PRIVILEGES``, ``ddl.VIEW_PRIVILEGES`` and ``ddl.FUNCTION_EXECUTE``: nothing
+  missing, nothing extra (PUBLIC, ``anon`` and ``authenticated`` included); every view has
+  ``security_invoker``;
+- ``public`` holds nothing of ours (no table, view, type or function with our names, and
+  not our Alembic history).
+
+Run it as the migration owner: alembic_utils compares a function or view by creating it
+inside a savepoint, which is rolled back (the whole check runs in one transaction that is
+rolled back, so verify never changes anything).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import alembic_postgresql_enum  # noqa: F401 - registers enum value comparison, as env.py does
+from alembic.autogenerate import produce_migrations
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic_utils.pg_function import PGFunction
+from alembic_utils.pg_policy import PGPolicy
+from alembic_utils.pg_trigger import PGTrigger
+from alembic_utils.pg_view import PGView
+from alembic_utils.replaceable_entity import register_entities
+from sqlalchemy import Connection, text
+
+from email_delivery import ddl
+from email_delivery.base import SCHEMA, Base
+from email_delivery.migrate import alembic_config
+
+ENTITY_TYPES = (PGFunction, PGTrigger, PGPolicy, PGView, ddl.SecurityInvokerView)
+"""The same entity types as ``alembic/env.py``."""
+
+_PRIVILEGE_NAMES = {
+    "SELECT",
+    "INSERT",
+    "UPDATE",
+    "DELETE",
+    "TRUNCATE",
+    "REFERENCES",
+    "TRIGGER",
+    "MAINTAIN",
+}
+
+
+class NotMigrated(RuntimeError):
+    """Schema ``email`` or its Alembic version table is missing."""
+
+
+def head_revision() -> str:
+    heads = ScriptDirectory.from_config(alembic_config()).get_heads()
+    return ",".join(sorted(heads))
+
+
+def current_revision(conn: Connection) -> str | None:
+    """The revision recorded in ``email.alembic_version``; None when not migrated."""
+    exists = conn.execute(text("SELECT to_regclass('email.alembic_version') IS NOT NULL")).scalar()
+    if not exists:
+        return None
+    rows = conn.execute(text("SELECT version_num FROM email.alembic_version")).scalars().all()
+    return ",".join(sorted(rows)) if rows else None
+
+
+def _include_name(name: str | None, type_: str, parent_names: dict[str, Any]) -> bool:
+    if type_ == "schema":
+        return name == SCHEMA
+    return parent_names.get("schema_name") == SCHEMA
+
+
+def _describe(diff: Any) -> str:
+    if isinstance(diff, list):  # alembic groups column modifications in a list
+        return "; ".join(_describe(d) for d in diff)
+    kind, *rest = diff
+    parts = []
+    for item in rest:
+        if isinstance(item, dict):  # the column's unchanged attributes: noise in one line
+            continue
+        name = getattr(item, "name", None)
+        if name is None and hasattr(item, "identity"):
+            name = item.identity
+        if isinstance(item, str | int | bool) or item is None:
+            parts.append(repr(item) if item is not None else "None")
+        elif name is not None:
+            parts.append(str(name))
+        else:
+            parts.append(str(item)[:80])
+    line = f"{kind} " + " ".join(parts)
+    return " ".join(line.split())[:300]
+
+
+def schema_drift(conn: Connection) -> list[str]:
+    """Alembic's autogenerate diff against the models and ddl entities, one line per diff."""
+    register_entities(ddl.ENTITIES, entity_types=ENTITY_TYPES)
+    context = MigrationContext.configure(
+        connection=conn,
+        opts={
+            "target_metadata": Base.metadata,
+            "include_schemas": True,
+            "include_name": _include_name,
+            "compare_type": True,
+            "version_table_schema": SCHEMA,
+        },
+    )
+    script = produce_migrations(context, Base.metadata)
+    assert script.upgrade_ops is not None
+    return [f"drift: {_describe(diff)}" for diff in script.upgrade_ops.as_diffs()]
+
+
+def _acl_rows(conn: Connection, sql: str) -> set[tuple[str, str, str]]:
+    return {(row[0], row[1], row[2]) for row in conn.execute(text(sql))}
+
+
+def _expected_relation_grants() -> set[tuple[str, str, str]]:
+    expected: set[tuple[str, str, str]] = set()
+    for table, grants in (*ddl.TABLE_PRIVILEGES.items(), *ddl.VIEW_PRIVILEGES.items()):
+        for role, privileges in grants.items():
+            expected |= {(table, role, p) for p in privileges}
+    return expected
+
+
+def _expected_function_grants() -> set[tuple[str, str, str]]:
+    return {
+        (signature, role, "EXECUTE")
+        for signature, roles in ddl.FUNCTION_EXECUTE.items()
+        for role in roles
+    }
+
+
+def _compare(
+    what: str, actual: set[tuple[str, str, str]], expected: set[tuple[str, str, str]]
+) -> Iterable[str]:
+    for obj, role, privilege in sorted(expected - actual):
+        yield f"grant missing: {privilege} on {what} email.{obj} to {role}"
+    for obj, role, privilege in sorted(actual - expected):
+        yield f"unexpected grant: {privilege} on {what} email.{obj} to {role}"
+
+
+_GRANTEE = "CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(a.grantee) END"
+
+
+def catalog_problems(conn: Connection) -> list[str]:
+    problems: list[str] = []
+
+    for table in ddl.TABLE_PRIVILEGES:
+        enabled = conn.execute(
+            text(
+                "SELECT c.relrowsecurity FROM pg_catalog.pg_class c "
+                "WHERE c.oid = to_regclass(:name)"
+            ),
+            {"name": f"{SCHEMA}.{table}"},
+        ).scalar()
+        if enabled is None:
+            problems.append(f"missing table: email.{table}")
+        elif not enabled:
+            problems.append(f"row level security is disabled on email.{table}")
+
+    for role in ddl.ROLES:
+        can_login = conn.execute(
+            text("SELECT rolcanlogin FROM pg_catalog.pg_roles WHERE rolname = :r"), {"r": role}
+        ).scalar()
+        if can_login is None:
+            problems.append(f"missing role: {role}")
+        elif can_login:
+            problems.append(f"role {role} can log in; it should be a NOLOGIN group role")
+
+    schema_acl = _acl_rows(
+        conn,
+        f"""
+        SELECT 'email', {_GRANTEE}, a.privilege_type
+        FROM pg_catalog.pg_namespace n, aclexplode(n.nspacl) a
+        WHERE n.nspname = 'email' AND a.grantee <> n.nspowner
+        """,
+    )
+    expected_schema = {("email", role, "USAGE") for role in ddl.ROLES}
+    for _, role, privilege in sorted(expected_schema - schema_acl):
+        problems.append(f"grant missing: {privilege} on schema email to {role}")
+    for _, role, privilege in sorted(schema_acl - expected_schema):
+        problems.append(f"unexpected grant: {privilege} on schema email to {role}")
+
+    relations = _acl_rows(
+        conn,
+        f"""
+        SELECT c.relname, {_GRANTEE}, a.privilege_type
+        FROM pg_catalog.pg_class c, aclexplode(c.relacl) a
+        WHERE c.relnamespace = 'email'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
+          AND a.grantee <> c.relowner
+        """,
+    )
+    problems += _compare("table/view", relations, _expected_relation_grants())
+
+    # A NULL proacl means the default: EXECUTE for PUBLIC.
+    functions = _acl_rows(
+        conn,
+        f"""
+        SELECT p.proname || '(' || pg_catalog.pg_get_function_identity_arguments(p.oid) || ')',
+               {_GRANTEE}, a.privilege_type
+        FROM pg_catalog.pg_proc p,
+             aclexplode(coalesce(p.proacl, pg_catalog.acldefault('f', p.proowner))) a
+        WHERE p.pronamespace = 'email'::regnamespace AND a.grantee <> p.proowner
+        """,
+    )
+    problems += _compare("function", functions, _expected_function_grants())
+
+    for view in ddl.VIEWS:
+        options = conn.execute(
+            text(
+                "SELECT coalesce(c.reloptions, '{}') FROM pg_catalog.pg_class c "
+                "WHERE c.oid = to_regclass(:name)"
+            ),
+            {"name": f"{SCHEMA}.{view.signature}"},
+        ).scalar()
+        if options is None:
+            problems.append(f"missing view: email.{view.signature}")
+        elif "security_invoker=true" not in options:
+            problems.append(f"view email.{view.signature} lacks security_invoker = true")
+
+    problems += public_problems(conn)
+    return problems
+
+
+def _our_names() -> tuple[set[str], set[str], set[str]]:
+    relations = {table.name for table in Base.metadata.tables.values()}
+    relations |= {view.signature for view in ddl.VIEWS} | {"alembic_version"}
+    types = {"delivery_status"}
+    functions = {
+        entity.signature.split("(")[0] for entity in ddl.ENTITIES if isinstance(entity, PGFunction)
+    }
+    return relations, types, functions
+
+
+def public_problems(conn: Connection) -> list[str]:
+    """Objects of ours in ``public`` (another Alembic history there is not ours)."""
+    relations, types, functions = _our_names()
+    problems = []
+    rows = conn.execute(
+        text(
+            "SELECT c.relname FROM pg_catalog.pg_class c "
+            "WHERE c.relnamespace = 'public'::regnamespace AND c.relname = ANY(:names) "
+            "AND c.relkind IN ('r', 'p', 'v', 'm') AND c.relname <> 'alembic_version'"
+        ),
+        {"names": sorted(relations)},
+    ).scalars()
+    problems += [f"object of ours in schema public: public.{name}" for name in rows]
+    rows = conn.execute(
+        text(
+            "SELECT t.typname FROM pg_catalog.pg_type t "
+            "WHERE t.typnamespace = 'public'::regnamespace AND t.typname = ANY(:names)"
+        ),
+        {"names": sorted(types)},
+    ).scalars()
+    problems += [f"object of ours in schema public: type public.{name}" for name in rows]
+    rows = conn.execute(
+        text(
+            "SELECT DISTINCT p.proname FROM pg_catalog.pg_proc p "
+            "WHERE p.pronamespace = 'public'::regnamespace AND p.proname = ANY(:names)"
+        ),
+        {"names": sorted(functions)},
+    ).scalars()
+    problems += [f"object of ours in schema public: function public.{name}" for name in rows]
+    if conn.execute(text("SELECT to_regclass('public.alembic_version') IS NOT NULL")).scalar():
+        ours = {
+            script.revision
+            for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()
+        }
+        recorded = set(
+            conn.execute(text("SELECT version_num FROM public.alembic_version")).scalars()
+        )
+        if recorded & ours:
+            problems.append("our Alembic history is in public.alembic_version; it belongs in email")
+    return problems
+
+
+def verify(conn: Connection) -> list[str]:
+    """Every problem found, one line each; empty when the database is as designed.
+
+    Raises ``NotMigrated`` when schema ``email`` was never migrated here. ``conn`` must be
+    the migration owner's; the caller rolls back afterwards.
+    """
+    current = current_revision(conn)
+    if current is None:
+        raise NotMigrated("schema email is not migrated in this database")
+    problems: list[str] = []
+    head = head_revision()
+    if current != head:
+        problems.append(f"not at head: database is at revision {current}, head is {head}")
+    else:
+        problems += schema_drift(conn)
+    problems += catalog_problems(conn)
+    return problems
