@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import secrets
 import shutil
+import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -37,6 +39,7 @@ from tests.cluster import NOBODY_LOGIN, OWNER, Cluster, alembic_config
 from tests.migrations.fingerprint import fingerprint, public_objects
 
 OWN_ROLES = set(ddl.ROLES)
+REPO = Path(__file__).resolve().parents[2]
 
 
 @asynccontextmanager
@@ -351,3 +354,33 @@ def _include_name(name: str | None, type_: str, parents: dict[str, Any]) -> bool
     if type_ == "schema":
         return name == SCHEMA
     return parents.get("schema_name") == SCHEMA
+
+
+async def _alembic_cli(url: str, *args: str) -> str:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "alembic",
+        *args,
+        cwd=REPO,
+        env={**os.environ, "DATABASE_URL": url},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await process.communicate()
+    text = output.decode()
+    assert process.returncode == 0, f"alembic {' '.join(args)}:\n{text}"
+    return text
+
+
+async def test_alembic_cli_as_the_owner_with_database_url(
+    cluster: Cluster, empty_database: str
+) -> None:
+    """What the README tells a Supabase user to run, with a ``postgres://`` URL as the owner."""
+    url = "postgres://" + cluster.dsn(empty_database).removeprefix("postgresql://")
+    await _alembic_cli(url, "upgrade", "head")
+    assert "No new upgrade operations detected" in await _alembic_cli(url, "check")
+    await _alembic_cli(url, "downgrade", "base")
+    async with connect(cluster, empty_database) as conn:
+        assert await conn.fetchval("SELECT count(*) FROM email.alembic_version") == 0
+        assert await conn.fetchval("SELECT to_regclass('email.deliveries')") is None
