@@ -108,7 +108,14 @@ async def test_round_trip_is_clean_and_never_touches_public(
         assert [r[0] for r in leftover["types"]] == ["_alembic_version", "alembic_version"]
         assert not any(acl.split(":")[0] in OWN_ROLES for acl in leftover["schema"][0][2])
         assert await conn.fetchval("SELECT count(*) FROM email.alembic_version") == 0
-        # Roles are cluster-wide and the template database still grants them privileges.
+        # No privilege, default ACL or ownership in this database still names our roles...
+        assert not await conn.fetchval(
+            "SELECT count(*) FROM pg_shdepend d JOIN pg_roles r ON r.oid = d.refobjid "
+            "WHERE d.dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND r.rolname = ANY($1)",
+            list(OWN_ROLES),
+        )
+        # ...but roles are cluster-wide and the template database still grants them privileges.
         assert await roles_present(conn) == OWN_ROLES
         assert await public_objects(conn) == public_before
 
