@@ -13,6 +13,7 @@ Input is checked in Python first (``email_delivery.validation``): bad input rais
 from __future__ import annotations
 
 import asyncio
+import collections
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -186,18 +187,20 @@ class DeliveryTracker:
         self,
         bind: AsyncEngine | async_sessionmaker[AsyncSession],
         *,
-        keep_connections: int | None = None,
+        connections: int | None = None,
     ) -> None:
-        """``keep_connections``: how many connections the tracker keeps checked out of the
-        engine's pool between calls (default: the pool's ``pool_size``; 0 returns each one
-        after its call). A pool checkout and check-in cost more CPU than the call itself;
-        ``await tracker.aclose()`` (or ``async with tracker``) gives them back."""
+        """``connections``: how many connections of the engine's pool the tracker uses at most
+        and keeps checked out between calls (default: the pool's ``pool_size``; 0 checks one
+        out per call instead). A pool checkout and check-in cost more CPU than the call
+        itself; ``await tracker.aclose()`` (or ``async with tracker``) gives them back."""
         self._pool = _pool_of(bind)
-        if keep_connections is None:
-            keep_connections = self._pool.size() if isinstance(self._pool, QueuePool) else 0
-        self._keep = v.check_int(keep_connections, "keep_connections", minimum=0)
-        self._kept: list[Any] = []
-        self._returning: set[asyncio.Task[None]] = set()
+        if connections is None:
+            connections = self._pool.size() if isinstance(self._pool, QueuePool) else 0
+        self._limit = v.check_int(connections, "connections", minimum=0)
+        self._open = 0
+        self._idle: list[Any] = []
+        self._waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self._closing: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> DeliveryTracker:
         return self
@@ -206,17 +209,66 @@ class DeliveryTracker:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Return the kept connections to the engine's pool (the tracker stays usable)."""
-        kept, self._kept = self._kept, []
-        for fairy in kept:
+        """Return the idle connections to the engine's pool (the tracker stays usable)."""
+        idle, self._idle = self._idle, []
+        self._open -= len(idle)
+        for fairy in idle:
             await greenlet_spawn(fairy.close)
 
+    async def _acquire(self) -> Any:
+        if self._idle:
+            return self._idle.pop()
+        if self._limit == 0 or self._open < self._limit:
+            self._open += 1
+            try:
+                return await greenlet_spawn(self._pool.connect)
+            except BaseException:
+                self._open -= 1
+                raise
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._release(waiter.result())
+            raise
+
+    def _release(self, fairy: Any) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(fairy)
+                return
+        if self._limit:
+            self._idle.append(fairy)
+        else:
+            self._open -= 1
+            self._spawn_close(fairy)
+
+    def _discard(self, fairy: Any) -> None:
+        self._open -= 1
+        if self._waiters:
+            # A waiter may now open a connection of its own: wake one to retry.
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _spawn_close(self, fairy: Any) -> None:
+        task = asyncio.get_running_loop().create_task(greenlet_spawn(fairy.close))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
     async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        fairy = self._kept.pop() if self._kept else await greenlet_spawn(self._pool.connect)
+        fairy = await self._acquire()
+        while fairy is None:
+            fairy = await self._acquire()
         try:
             driver: Any = fairy.driver_connection
             rows: list[asyncpg.Record] = await driver.fetch(sql, *args)
         except _BROKEN:
+            # Its state is unknown (killed, cancelled mid-statement): never reuse it.
+            self._discard(fairy)
             await greenlet_spawn(fairy.invalidate)
             await greenlet_spawn(fairy.close)
             raise
@@ -225,15 +277,6 @@ class DeliveryTracker:
             raise
         self._release(fairy)
         return rows
-
-    def _release(self, fairy: Any) -> None:
-        if len(self._kept) < self._keep:
-            self._kept.append(fairy)
-        else:
-            # Surplus goes back now; no I/O happens on check-in of an idle asyncpg connection.
-            task = asyncio.get_running_loop().create_task(greenlet_spawn(fairy.close))
-            self._returning.add(task)
-            task.add_done_callback(self._returning.discard)
 
     async def _one(self, delivery_id: str, sql: str, *args: Any) -> asyncpg.Record:
         rows = await self._fetch(sql, delivery_id, *args)
