@@ -572,6 +572,8 @@ async def cmd_prune(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         )
     except retention.InvalidRetentionWindow as exc:
         raise CliError(str(exc), "--keep-failed must be at least --older-than") from None
+    except retention.NotAllowedToPrune as exc:
+        raise CliError(str(exc), "run prune with the owner's DATABASE_URL") from None
     finally:
         if bar is not None:
             bar.close()

@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from email_delivery import ddl
 from email_delivery.models import DeliveryStatus
 
-__all__ = ["InvalidRetentionWindow", "PruneReport", "prune"]
+__all__ = ["InvalidRetentionWindow", "NotAllowedToPrune", "PruneReport", "prune"]
 
 _FINISHED_AT = "coalesce(d.sent_at, d.last_attempted_at, d.queued_at)"
 
@@ -139,6 +139,17 @@ WHERE d.status = CAST(:status AS email.delivery_status) AND d.queued_at < :cutof
 _EPOCH = datetime.fromisoformat("0001-01-01T00:00:00+00:00")
 
 
+class NotAllowedToPrune(PermissionError):
+    """The connected role may not DELETE from schema ``email``: run retention as the owner."""
+
+
+_CAN_DELETE = text(
+    "SELECT has_table_privilege('email.deliveries', 'DELETE') "
+    "AND has_table_privilege('email.delivery_events', 'DELETE') "
+    "AND has_table_privilege('email.delivery_events', 'UPDATE')"
+)
+
+
 class InvalidRetentionWindow(ValueError):
     """A retention argument is out of range; ``field`` names it."""
 
@@ -232,6 +243,11 @@ async def prune(
     report = PruneReport(dry_run=dry_run)
     started = time.perf_counter()
     async with engine.connect() as conn:
+        if not (await conn.execute(_CAN_DELETE)).scalar():
+            raise NotAllowedToPrune(
+                f"permission denied: {(await conn.execute(text('SELECT current_user'))).scalar()}"
+                " may not delete from email.deliveries; retention runs as the table owner"
+            )
         report.expected_deliveries = 0
         for status, cutoff in deletions:
             params = {"status": status.value, "cutoff": cutoff}
