@@ -10,6 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from tests.cluster import Cluster, build_template, prepare_cluster
 from tests.provisioning import Server, provision_server
 
+# The lifecycle tests' fixtures (trackers as the worker login, owner connection).
+pytest_plugins = ["tests.lifecycle_support"]
+
 
 @pytest.fixture(scope="session")
 def server() -> Iterator[Server]:

@@ -1,7 +1,6 @@
 """Fixtures and helpers of the lifecycle tests: trackers as the worker login, PgBouncer.
 
-Test modules import the fixtures they use by name (``from tests.lifecycle_support import
-worker_tracker``); pytest finds fixtures imported into a test module.
+Loaded as a plugin by ``tests/conftest.py``, so its fixtures are available to every test.
 """
 
 from __future__ import annotations
@@ -70,7 +69,7 @@ async def events(conn: asyncpg.Connection, delivery_id: str) -> list[asyncpg.Rec
 async def expire_claim(conn: asyncpg.Connection, delivery_id: str, age: str) -> None:
     """Move the claim's stamp into the past (the database clock decides leases)."""
     await conn.execute(
-        "UPDATE email.deliveries SET last_attempted_at = now() - $2::interval "
+        "UPDATE email.deliveries SET last_attempted_at = now() - $2::text::interval "
         "WHERE delivery_id = $1",
         delivery_id,
         age,
