@@ -266,14 +266,14 @@ class DeliveryTracker:
         try:
             driver: Any = fairy.driver_connection
             rows: list[asyncpg.Record] = await driver.fetch(sql, *args)
-        except _BROKEN:
-            # Its state is unknown (killed, cancelled mid-statement): never reuse it.
-            self._discard(fairy)
-            await greenlet_spawn(fairy.invalidate)
-            await greenlet_spawn(fairy.close)
-            raise
-        except BaseException:
-            self._release(fairy)
+        except BaseException as exc:
+            if isinstance(exc, _BROKEN) or driver.is_closed():
+                # Killed, or cancelled mid-statement: its state is unknown, never reuse it.
+                self._discard(fairy)
+                await greenlet_spawn(fairy.invalidate)
+                await greenlet_spawn(fairy.close)
+            else:
+                self._release(fairy)
             raise
         self._release(fairy)
         return rows
