@@ -1,7 +1,7 @@
 """Lifecycle benchmark: the package's DeliveryTracker against raw asyncpg running equivalent SQL.
 
     .venv/bin/python benchmarks/lifecycle.py [--n 20000] [--concurrency 16] [--connections 8]
-                                             [--rounds 4] [--json]
+                                             [--rounds 10] [--json]
 
 N deliveries per variant go through enqueue -> claim -> sent with a realistic mix: 10 % fail
 once (SMTP 421) and succeed on the second claim, 2 % fail into dead_letter, and 10 % arrive
@@ -231,7 +231,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "raw": lambda i, t: raw_lifecycle(pool, i, t),
             }
             state = {
-                name: {"elapsed": 0.0, "n": 0, "lat": defaultdict(list), "rss": 0.0}
+                name: {"elapsed": 0.0, "cpu": 0.0, "n": 0, "lat": defaultdict(list), "rss": 0.0}
                 for name in variants
             }
             for r in range(args.rounds):
@@ -241,9 +241,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     timer = make_timer(state[name]["lat"])
                     reset_peak_rss()
                     fn = variants[name]
+                    cpu = time.process_time()
                     state[name]["elapsed"] += await drive(
                         items, args.concurrency, lambda i, fn=fn, timer=timer: fn(i, timer)
                     )
+                    state[name]["cpu"] += time.process_time() - cpu
                     state[name]["n"] += len(items)
                     state[name]["rss"] = max(state[name]["rss"], peak_rss_mib())
             for name, s in state.items():
@@ -260,6 +262,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         for kind, v in sorted(s["lat"].items())
                     },
                     "peak_rss_mib": round(s["rss"], 1),
+                    "client_cpu_us_per_lifecycle": round(s["cpu"] / s["n"] * 1e6),
                 }
             await _check(pool, run_id)
         finally:
@@ -316,7 +319,15 @@ def print_table(report: dict[str, Any]) -> None:
           f"{report['rounds']} alternating rounds")  # fmt: skip
     print(f"server:  {report['server']}")
     print(f"machine: {report['machine']}\n")
-    header = ("variant", "lifecycles/s", "calls", "p50 ms", "p99 ms", "peak RSS MiB")
+    header = (
+        "variant",
+        "lifecycles/s",
+        "calls",
+        "p50 ms",
+        "p99 ms",
+        "peak RSS MiB",
+        "client CPU µs",
+    )
     rows = [
         (
             name,
@@ -325,6 +336,7 @@ def print_table(report: dict[str, Any]) -> None:
             f"{r['p50_ms']:.3f}",
             f"{r['p99_ms']:.3f}",
             f"{r['peak_rss_mib']:.0f}",
+            f"{r['client_cpu_us_per_lifecycle']}",
         )
         for name, r in report["variants"].items()
     ]
@@ -347,7 +359,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=20_000, help="deliveries per variant")
     parser.add_argument("--concurrency", type=int, default=16, help="concurrent workers")
     parser.add_argument("--connections", type=int, default=8, help="pool size per variant")
-    parser.add_argument("--rounds", type=int, default=4, help="alternating rounds")
+    parser.add_argument("--rounds", type=int, default=10, help="alternating rounds")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
