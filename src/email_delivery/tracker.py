@@ -20,10 +20,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]  # no stubs; Record is Any here
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import configure_mappers
 from sqlalchemy.orm.base import manager_of_class
-from sqlalchemy.pool import Pool, QueuePool
+from sqlalchemy.pool import QueuePool
 from sqlalchemy.util import greenlet_spawn
 
 from email_delivery import ddl
@@ -169,13 +170,13 @@ configure_mappers()
 _DELIVERY_MANAGER = manager_of_class(Delivery)
 
 
-def _pool_of(bind: AsyncEngine | async_sessionmaker[AsyncSession]) -> Pool:
+def _engine_of(bind: AsyncEngine | async_sessionmaker[AsyncSession]) -> Engine:
     if isinstance(bind, AsyncEngine):
-        return bind.sync_engine.pool
+        return bind.sync_engine
     if isinstance(bind, async_sessionmaker):
         engine = bind.kw.get("bind")
         if isinstance(engine, AsyncEngine):
-            return engine.sync_engine.pool
+            return engine.sync_engine
         raise TypeError("the async_sessionmaker must be bound to an AsyncEngine (bind=engine)")
     raise TypeError(f"expected an AsyncEngine or an async_sessionmaker, not {type(bind)!r}")
 
@@ -193,9 +194,11 @@ class DeliveryTracker:
         and keeps checked out between calls (default: the pool's ``pool_size``; 0 checks one
         out per call instead). A pool checkout and check-in cost more CPU than the call
         itself; ``await tracker.aclose()`` (or ``async with tracker``) gives them back."""
-        self._pool = _pool_of(bind)
+        # The engine, not its pool: engine.dispose() replaces the pool.
+        self._engine = _engine_of(bind)
         if connections is None:
-            connections = self._pool.size() if isinstance(self._pool, QueuePool) else 0
+            pool = self._engine.pool
+            connections = pool.size() if isinstance(pool, QueuePool) else 0
         self._limit = v.check_int(connections, "connections", minimum=0)
         self._open = 0
         self._idle: list[Any] = []
@@ -221,7 +224,7 @@ class DeliveryTracker:
         if self._limit == 0 or self._open < self._limit:
             self._open += 1
             try:
-                return await greenlet_spawn(self._pool.connect)
+                return await greenlet_spawn(self._engine.pool.connect)
             except BaseException:
                 self._open -= 1
                 raise

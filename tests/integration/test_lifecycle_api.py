@@ -671,3 +671,36 @@ async def test_a_sessionmaker_works_as_the_bind(worker_engine: AsyncEngine) -> N
 
     async with DeliveryTracker(async_sessionmaker(worker_engine)) as tracker:
         assert (await tracker.enqueue("d1", workflow=WF, recipient="a@b.io")).created
+
+
+# -- connection modes --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("pooler", "cached"), [("direct", True), ("transaction", False)])
+async def test_make_engine_sets_the_statement_cache_per_mode(
+    cluster: Cluster, database: str, pooler: str, cached: bool
+) -> None:
+    engine = make_engine(cluster.url(database, WORKER_LOGIN), pooler=pooler)  # type: ignore[arg-type]
+    try:
+        async with engine.connect() as connection:
+            raw = await connection.get_raw_connection()
+            driver: Any = raw.driver_connection
+            assert (driver._stmt_cache.get_max_size() > 0) is cached
+        async with DeliveryTracker(engine) as tracker:
+            assert (await tracker.enqueue("d1", workflow=WF, recipient="a@b.io")).created
+    finally:
+        await engine.dispose()
+
+
+def test_make_engine_rejects_an_unknown_pooler() -> None:
+    with pytest.raises(ValueError, match="pooler"):
+        make_engine("postgresql://u@h/db", pooler="statement")  # type: ignore[arg-type]
+
+
+async def test_the_tracker_follows_the_engine_across_dispose(
+    worker_engine: AsyncEngine, worker_tracker: DeliveryTracker
+) -> None:
+    await enqueue(worker_tracker)
+    await worker_tracker.aclose()
+    await worker_engine.dispose()
+    assert (await worker_tracker.claim("d1")) is not None
