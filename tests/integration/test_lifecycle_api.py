@@ -471,6 +471,46 @@ async def test_database_sanitises_messages_from_any_client(
 
 
 @pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"blob": "x" * 17000}, "payload"),
+        ({"smtp": {"auth_token": "abc"}}, "payload.smtp.auth_token"),
+        ({"link": "https://app.io/reset?token=abc"}, "payload.link"),
+    ],
+)
+async def test_mark_calls_reject_bad_payloads_before_writing(
+    worker_tracker: DeliveryTracker,
+    owner_conn: asyncpg.Connection,
+    payload: dict[str, Any],
+    field: str,
+) -> None:
+    attempt = await to_status(worker_tracker, S.IN_PROGRESS)
+    before = await row(owner_conn)
+    with pytest.raises(DeliveryInputError) as sent:
+        await worker_tracker.mark_sent("d1", attempt=attempt, payload=payload)
+    with pytest.raises(DeliveryInputError) as failed:
+        await worker_tracker.mark_failed("d1", attempt=attempt, error=("E", "m"), payload=payload)
+    assert sent.value.field == failed.value.field == field
+    assert await row(owner_conn) == before
+
+
+async def test_database_rejects_an_overlong_error_code_from_any_client(
+    cluster: Cluster, database: str, worker_tracker: DeliveryTracker
+) -> None:
+    await to_status(worker_tracker, S.IN_PROGRESS)
+    conn = await asyncpg.connect(cluster.dsn(database, WORKER_LOGIN))
+    try:
+        with pytest.raises(asyncpg.CheckViolationError) as caught:
+            await conn.fetch(
+                "SELECT * FROM email.mark_delivery_failed('d1', 1, repeat('X', 65), 'm', "
+                "true, 5, NULL)"
+            )
+    finally:
+        await conn.close()
+    assert caught.value.constraint_name == "ck_deliveries_last_error_code_length"
+
+
+@pytest.mark.parametrize(
     "message",
     [
         "421 4.7.0 Try again later",
