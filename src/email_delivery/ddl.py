@@ -21,6 +21,7 @@ from sqlalchemy import text as sql_text
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import TextClause
 
+from email_delivery import validation as _v
 from email_delivery.base import SCHEMA
 from email_delivery.transitions import ATTEMPTS_DECREASED_SQLSTATE, ILLEGAL_TRANSITION_SQLSTATE
 
@@ -199,7 +200,6 @@ POLICIES = tuple(
 
 ENTITIES = (*FUNCTIONS, *TRIGGERS, *POLICIES)
 """Everything alembic_utils watches for drift, in creation order."""
-"""Everything alembic_utils watches for drift, in creation order."""
 
 
 # =========================================================================================
@@ -296,6 +296,75 @@ AS $$
 $$""",
 )
 
+SECRET_IN_INPUT_SQLSTATE = "ED003"
+"""SQLSTATE raised when metadata or a payload carries a secret (any client)."""
+
+
+def _sql_list(words: frozenset[str] | tuple[str, ...]) -> str:
+    return "(" + ", ".join(f"'{w}'" for w in sorted(words)) + ")"
+
+
+_SIG_FIND_SECRET = "find_secret(value jsonb)"
+
+find_secret = PGFunction(
+    schema=SCHEMA,
+    signature=_SIG_FIND_SECRET,
+    definition=rf"""
+RETURNS text
+LANGUAGE sql
+IMMUTABLE PARALLEL SAFE
+SET search_path = ''
+AS $$
+    -- The database's copy of email_delivery.validation.find_secret (the key rules and the
+    -- link-with-a-token rule): the first key holding a secret, or NULL.
+    WITH pairs AS (
+        SELECT kv->>'key' AS key, kv->'value' AS val,
+               array_remove(regexp_split_to_array(
+                   lower(regexp_replace(kv->>'key', '([a-z0-9])([A-Z])', '\1_\2', 'g')),
+                   '[^a-z0-9]+'), '') AS words
+        FROM jsonb_path_query(value, 'strict $.** ? (@.type() == "object").keyvalue()') AS kv
+    ),
+    strings AS (
+        SELECT s #>> '{{}}' AS text
+        FROM jsonb_path_query(value, 'strict $.** ? (@.type() == "string")') AS s
+    )
+    SELECT pairs.key FROM pairs
+    WHERE CASE
+        WHEN lower(pairs.key) ~ '({"|".join(_v.HASH_SUFFIXES)})$' THEN
+            NOT (jsonb_typeof(pairs.val) = 'string'
+                 AND pairs.val #>> '{{}}' ~ '{_v.HASH_VALUE_PATTERN}')
+        WHEN cardinality(pairs.words) = 0
+             OR pairs.words[cardinality(pairs.words)] IN {_sql_list(_v.HARMLESS_LAST_WORDS)}
+            THEN false
+        ELSE array_to_string(pairs.words, '') IN {_sql_list(_v.SECRET_WORDS)}
+            OR EXISTS (
+                SELECT FROM unnest(pairs.words) WITH ORDINALITY AS w(word, i)
+                WHERE w.word IN {_sql_list(_v.SECRET_WORDS)}
+                   OR (w.word = 'code' AND coalesce(pairs.words[w.i - 1], '')
+                       NOT IN {_sql_list(_v.HARMLESS_CODE_QUALIFIERS)})
+                   OR (w.word = 'key' AND coalesce(pairs.words[w.i - 1], '')
+                       IN {_sql_list(_v.SECRET_KEY_QUALIFIERS)}))
+    END
+    UNION ALL
+    SELECT 'a link with a token' FROM strings
+    WHERE EXISTS (
+        SELECT FROM regexp_matches(strings.text, '{_v.URL_PATTERN}', 'gi') AS m(url)
+        WHERE m.url[1] ~* '{_v.SECRET_PARAMETER_PATTERN}'
+           OR split_part(m.url[1], '?', 1) ~ '{_v.LONG_TOKEN_PATTERN}')
+    LIMIT 1
+$$""",
+)
+
+
+def _reject_secrets(value: str, what: str) -> str:
+    """PL/pgSQL raising ED003 when ``value`` (a jsonb expression) holds a secret."""
+    return f"""secret := email.find_secret({value});
+    IF secret IS NOT NULL THEN
+        RAISE EXCEPTION '{what} holds a secret (%); store a hash under a key ending in _sha256',
+            secret USING ERRCODE = '{SECRET_IN_INPUT_SQLSTATE}';
+    END IF;"""
+
+
 enqueue_delivery = PGFunction(
     schema=SCHEMA,
     signature=_SIG_ENQUEUE,
@@ -305,7 +374,10 @@ LANGUAGE plpgsql
 SET search_path = ''
 AS $$
 #variable_conflict use_column
+DECLARE
+    secret text;
 BEGIN
+    {_reject_secrets("p_metadata", "metadata")}
     -- Insert or nothing: a redelivered event never changes the row nor writes an event.
     RETURN QUERY
     WITH inserted AS (
@@ -342,7 +414,9 @@ AS $$
 #variable_conflict use_column
 DECLARE
     created_ids text[];
+    secret text;
 BEGIN
+    {_reject_secrets("(SELECT jsonb_agg(m) FROM unnest(p_metadata) AS m)", "metadata")}
     -- One row per input position, in input order; a repeated id is created at most once.
     -- Inserting in key order keeps concurrent overlapping batches from deadlocking.
     WITH input AS (
@@ -429,7 +503,9 @@ AS $$
 #variable_conflict use_column
 DECLARE
     hit boolean;
+    secret text;
 BEGIN
+    {_reject_secrets("p_payload", "payload")}
     -- Any attempt's success is the truth, even a superseded one or after failed/dead_letter.
     PERFORM set_config('{EVENT_PAYLOAD_SETTING}',
         (coalesce(p_payload, '{{}}'::jsonb)
@@ -464,11 +540,13 @@ AS $$
 #variable_conflict use_column
 DECLARE
     hit boolean;
+    secret text;
 BEGIN
     IF p_max_attempts IS NULL OR p_max_attempts < 1 THEN
         RAISE EXCEPTION 'max_attempts must be at least 1, not %', p_max_attempts
             USING ERRCODE = '22023';
     END IF;
+    {_reject_secrets("p_payload", "payload")}
     PERFORM set_config('{EVENT_PAYLOAD_SETTING}', coalesce(p_payload::text, ''), true);
     -- Only the live attempt may report a failure: a superseded attempt changes nothing.
     RETURN QUERY
@@ -618,6 +696,7 @@ $$""",
 
 LIFECYCLE_FUNCTIONS = (
     sanitize_error_message,
+    find_secret,
     enqueue_delivery,
     enqueue_deliveries,
     claim_delivery,
@@ -631,6 +710,7 @@ LIFECYCLE_FUNCTIONS = (
 
 LIFECYCLE_FUNCTION_EXECUTE: dict[str, tuple[str, ...]] = {
     _SIG_SANITIZE: (WRITER_ROLE, READER_ROLE),
+    _SIG_FIND_SECRET: (WRITER_ROLE, READER_ROLE),
     _SIG_ENQUEUE: (WRITER_ROLE,),
     _SIG_ENQUEUE_MANY: (WRITER_ROLE,),
     _SIG_CLAIM: (WRITER_ROLE,),
@@ -643,6 +723,7 @@ LIFECYCLE_FUNCTION_EXECUTE: dict[str, tuple[str, ...]] = {
 }
 FUNCTION_EXECUTE.update(LIFECYCLE_FUNCTION_EXECUTE)
 ENTITIES = (*ENTITIES, *LIFECYCLE_FUNCTIONS)
+
 
 # ---------------------------------------------------------------------------------------------
 # Dashboard views (read side, issue 4)

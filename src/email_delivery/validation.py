@@ -168,7 +168,7 @@ def check_reason(value: object, field: str = "reason") -> str:
 # Secret detection
 # ---------------------------------------------------------------------------------------
 
-_SECRET_WORDS = frozenset(
+SECRET_WORDS = frozenset(
     {
         "otp",
         "pin",
@@ -189,28 +189,32 @@ _SECRET_WORDS = frozenset(
 )
 # "code" and "key" are common harmless words ("country_code", "idempotency_key"): "code" is
 # a secret unless a harmless qualifier precedes it, "key" only after a secret qualifier.
-_HARMLESS_CODE_QUALIFIERS = frozenset(
+HARMLESS_CODE_QUALIFIERS = frozenset(
     {
         "country", "language", "lang", "locale", "status", "error", "currency", "postal",
         "zip", "region", "template", "reason", "response", "smtp", "http", "reply", "bounce",
         "workflow", "product", "plan", "campaign", "promo", "discount", "color", "area",
     }
 )  # fmt: skip
-_SECRET_KEY_QUALIFIERS = frozenset({"api", "private", "secret", "access", "signing", "encryption"})
+SECRET_KEY_QUALIFIERS = frozenset({"api", "private", "secret", "access", "signing", "encryption"})
 # A key whose last word is one of these describes a secret without holding it.
-_HARMLESS_LAST_WORDS = frozenset(
+HARMLESS_LAST_WORDS = frozenset(
     {"expires", "expiry", "expiration", "at", "ttl", "length", "type", "id", "sent", "count"}
 )
 _WORD_SPLIT = re.compile(r"[^a-z0-9]+")
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
-_HASH_VALUE = re.compile(r"^(?:(?:sha256|sha512|sha1|hmac-sha256):)?[0-9a-fA-F]{32,128}$")
-_URL = re.compile(r"https?://\S+", re.IGNORECASE)
-_SECRET_PARAMETER = re.compile(
-    r"[?&#;](?:[a-z0-9_]*_)?(?:token|code|otp|key|secret|password|sig|signature|auth|jwt)"
-    r"[a-z0-9_]*=",
-    re.IGNORECASE,
+# Written to mean the same in Python's re and PostgreSQL's regular expressions: ddl.py builds
+# email.find_secret from them.
+HASH_VALUE_PATTERN = r"^((sha256|sha512|sha1|hmac-sha256):)?[0-9a-fA-F]{32,128}$"
+URL_PATTERN = r"https?://[^\s]+"
+SECRET_PARAMETER_PATTERN = (
+    r"[?&#;]([a-z0-9_]*_)?(token|code|otp|key|secret|password|sig|signature|auth|jwt)[a-z0-9_]*="
 )
-_LONG_TOKEN = re.compile(r"(?=[A-Za-z0-9_-]*[0-9])(?=[A-Za-z0-9_-]*[A-Za-z])[A-Za-z0-9_-]{24,}")
+LONG_TOKEN_PATTERN = r"(?=[A-Za-z0-9_-]*[0-9])(?=[A-Za-z0-9_-]*[A-Za-z])[A-Za-z0-9_-]{24,}"
+_HASH_VALUE = re.compile(HASH_VALUE_PATTERN)
+_URL = re.compile(URL_PATTERN, re.IGNORECASE)
+_SECRET_PARAMETER = re.compile(SECRET_PARAMETER_PATTERN, re.IGNORECASE)
+_LONG_TOKEN = re.compile(LONG_TOKEN_PATTERN)
 
 
 def _words(key: str) -> list[str]:
@@ -219,17 +223,17 @@ def _words(key: str) -> list[str]:
 
 def _names_secret(key: str) -> bool:
     words = _words(key)
-    if not words or words[-1] in _HARMLESS_LAST_WORDS:
+    if not words or words[-1] in HARMLESS_LAST_WORDS:
         return False
-    if "".join(words) in _SECRET_WORDS:
+    if "".join(words) in SECRET_WORDS:
         return True
     for i, word in enumerate(words):
         previous = words[i - 1] if i > 0 else ""
-        if word in _SECRET_WORDS:
+        if word in SECRET_WORDS:
             return True
-        if word == "code" and previous not in _HARMLESS_CODE_QUALIFIERS:
+        if word == "code" and previous not in HARMLESS_CODE_QUALIFIERS:
             return True
-        if word == "key" and previous in _SECRET_KEY_QUALIFIERS:
+        if word == "key" and previous in SECRET_KEY_QUALIFIERS:
             return True
     return False
 

@@ -28,6 +28,7 @@ from email_delivery import (
 )
 from tests.cluster import DASHBOARD_LOGIN, WORKER_LOGIN, Cluster
 from tests.lifecycle_support import events, expire_claim
+from tests.unit.test_lifecycle_rules import HARMLESS_SAMPLES, SECRET_SAMPLES
 
 S = DeliveryStatus
 WF = "verification-code"
@@ -527,6 +528,55 @@ async def test_python_and_database_sanitisers_agree(
 
     in_db = await owner_conn.fetchval("SELECT email.sanitize_error_message($1)", message)
     assert in_db == sanitize_error_message(message)
+
+
+@pytest.mark.parametrize(("metadata", "path"), SECRET_SAMPLES)
+async def test_database_finds_the_same_secrets(
+    owner_conn: asyncpg.Connection, metadata: dict[str, object], path: str
+) -> None:
+    found = await owner_conn.fetchval("SELECT email.find_secret($1::jsonb)", json.dumps(metadata))
+    key = path.rsplit(".", 1)[-1]
+    assert found in (key, "a link with a token")
+
+
+@pytest.mark.parametrize("metadata", HARMLESS_SAMPLES)
+async def test_database_lets_the_same_harmless_metadata_pass(
+    owner_conn: asyncpg.Connection, metadata: dict[str, object]
+) -> None:
+    assert (
+        await owner_conn.fetchval("SELECT email.find_secret($1::jsonb)", json.dumps(metadata))
+        is None
+    )
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        "SELECT * FROM email.enqueue_delivery('d2', 'invite', 'a@b.io', '{\"otp\": \"1\"}', NULL)",
+        "SELECT * FROM email.enqueue_deliveries('{d2}', '{invite}', '{a@b.io}', "
+        'ARRAY[\'{"x": {"password": "p"}}\'::jsonb], NULL)',
+        "SELECT * FROM email.mark_delivery_sent('d1', 1, '{\"token\": \"t\"}')",
+        "SELECT * FROM email.mark_delivery_failed('d1', 1, 'E', 'm', true, 5, "
+        '\'{"link": "https://a.io/x?sig=1"}\')',
+    ],
+)
+async def test_database_rejects_secrets_from_any_client(
+    cluster: Cluster,
+    database: str,
+    worker_tracker: DeliveryTracker,
+    owner_conn: asyncpg.Connection,
+    call: str,
+) -> None:
+    await to_status(worker_tracker, S.IN_PROGRESS)
+    before = await owner_conn.fetch("SELECT * FROM email.deliveries")
+    conn = await asyncpg.connect(cluster.dsn(database, WORKER_LOGIN))
+    try:
+        with pytest.raises(asyncpg.PostgresError) as caught:
+            await conn.fetch(call)
+    finally:
+        await conn.close()
+    assert caught.value.sqlstate == "ED003"
+    assert await owner_conn.fetch("SELECT * FROM email.deliveries") == before
 
 
 # -- mark_dead_letter --------------------------------------------------------------------

@@ -51,23 +51,23 @@ def test_sanitiser_caps_length_and_is_idempotent() -> None:
 # -- secret detection --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("metadata", "path"),
-    [
-        ({"token": "abc"}, "metadata.token"),
-        ({"verification_code": "123456"}, "metadata.verification_code"),
-        ({"code": "123456"}, "metadata.code"),
-        ({"inviteToken": "abc"}, "metadata.inviteToken"),
-        ({"password": "x"}, "metadata.password"),
-        ({"api_key": "x"}, "metadata.api_key"),
-        ({"invite": {"magic_link": "https://x"}}, "metadata.invite.magic_link"),
-        ({"invite": {"token": "t"}}, "metadata.invite.token"),
-        ({"links": [{"href": "https://a.io/i?token=abc"}]}, "metadata.links[0].href"),
-        ({"reset_url": "https://a.io/reset/3f9a8b7c6d5e4f3a2b1c0d9e8f7a"}, "metadata.reset_url"),
-        ({"code_sha256": "not-a-hash"}, "metadata.code_sha256"),
-        ({"otp_pin": 1234}, "metadata.otp_pin"),
-    ],
-)
+SECRET_SAMPLES: list[tuple[dict[str, object], str]] = [
+    ({"token": "abc"}, "metadata.token"),
+    ({"verification_code": "123456"}, "metadata.verification_code"),
+    ({"code": "123456"}, "metadata.code"),
+    ({"inviteToken": "abc"}, "metadata.inviteToken"),
+    ({"password": "x"}, "metadata.password"),
+    ({"api_key": "x"}, "metadata.api_key"),
+    ({"invite": {"magic_link": "https://x"}}, "metadata.invite.magic_link"),
+    ({"invite": {"token": "t"}}, "metadata.invite.token"),
+    ({"links": [{"href": "https://a.io/i?token=abc"}]}, "metadata.links[0].href"),
+    ({"reset_url": "https://a.io/reset/3f9a8b7c6d5e4f3a2b1c0d9e8f7a"}, "metadata.reset_url"),
+    ({"code_sha256": "not-a-hash"}, "metadata.code_sha256"),
+    ({"otp_pin": 1234}, "metadata.otp_pin"),
+]
+
+
+@pytest.mark.parametrize(("metadata", "path"), SECRET_SAMPLES)
 def test_secret_keys_rejected_with_path(metadata: dict[str, object], path: str) -> None:
     with pytest.raises(v.SecretInInput) as caught:
         v.check_json_object(metadata, "metadata", optional=False)
@@ -76,17 +76,17 @@ def test_secret_keys_rejected_with_path(metadata: dict[str, object], path: str) 
     assert isinstance(caught.value, ValueError)
 
 
-@pytest.mark.parametrize(
-    "metadata",
-    [
-        {"code_sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"},
-        {"token_hash": "sha256:" + "ab" * 32},
-        {"country_code": "DE", "error_code": "x", "idempotency_key": "k1"},
-        {"token_expires_at": "2026-12-01T00:00:00Z", "link_expires_at": "x"},
-        {"invite_url": "https://app.example.com/teams/acme/join"},
-        {"team_id": 42, "nested": {"locale": "de"}},
-    ],
-)
+HARMLESS_SAMPLES: list[dict[str, object]] = [
+    {"code_sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"},
+    {"token_hash": "sha256:" + "ab" * 32},
+    {"country_code": "DE", "error_code": "x", "idempotency_key": "k1"},
+    {"token_expires_at": "2026-12-01T00:00:00Z", "link_expires_at": "x"},
+    {"invite_url": "https://app.example.com/teams/acme/join"},
+    {"team_id": 42, "nested": {"locale": "de"}},
+]
+
+
+@pytest.mark.parametrize("metadata", HARMLESS_SAMPLES)
 def test_harmless_metadata_allowed(metadata: dict[str, object]) -> None:
     assert v.check_json_object(metadata, "metadata", optional=False) is not None
 
