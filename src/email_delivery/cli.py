@@ -495,10 +495,10 @@ async def cmd_stuck(args: argparse.Namespace, out: TextIO) -> int:
         if args.reap:
             from email_delivery.tracker import DeliveryTracker
 
-            tracker = DeliveryTracker(conn.engine)
-            moved = await tracker.reap_stale(
-                lease=args.older_than, max_attempts=args.max_attempts, limit=args.limit
-            )
+            async with DeliveryTracker(conn.engine) as tracker:
+                moved = await tracker.reap_stale(
+                    lease=args.older_than, max_attempts=args.max_attempts, limit=args.limit
+                )
             reaped = [
                 {"delivery_id": d.delivery_id, "status": d.status, "attempts": d.attempts}
                 for d in moved
@@ -528,7 +528,8 @@ async def cmd_requeue(args: argparse.Namespace, out: TextIO) -> int:
     engine = _engine()
     try:
         try:
-            result = await DeliveryTracker(engine).requeue(args.delivery_id, reason=args.reason)
+            async with DeliveryTracker(engine) as tracker:
+                result = await tracker.requeue(args.delivery_id, reason=args.reason)
         except DeliveryNotFound:
             raise _not_found(args.delivery_id) from None
     finally:

@@ -1,52 +1,44 @@
-"""``make demo``: migrate, move one delivery through its lifecycle in plain SQL, print it."""
+"""``make demo``: the package's main job end to end, on the embedded server or ``DATABASE_URL``.
+
+1. Migrate to head.
+2. Simulate a Pub/Sub-fed worker: about 2,000 deliveries over the three workflows, 30 % of
+   the messages duplicated and everything shuffled, handled by 8 concurrent workers through
+   the lifecycle API (enqueue → claim → SMTP → mark_sent / mark_failed), with injected SMTP
+   failures: transient 421s (retried through Pub/Sub redelivery), permanent 550s, and one
+   mail host that always answers 421 (dead-lettered after 3 attempts, then published to a
+   dead-letter topic). One worker crashes right after its claim; the reaper hands the
+   expired claim back and the redelivered message completes it.
+3. Print the per-workflow statistics, one delivery's audit trail, and the proof that no
+   email was sent twice (the fake SMTP server's log and the audit trail agree: at most one
+   ``sent`` event per delivery).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
+import random
 import sys
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
-from email_delivery import migrate
+from email_delivery import DeliveryTracker, make_engine, migrate, queries
+from email_delivery.cli import ProgressBar, print_table
 from email_delivery.embedded import embedded_server
 from email_delivery.urls import async_url
 
-STEPS = (
-    (
-        "enqueue",
-        "INSERT INTO email.deliveries (delivery_id, workflow, recipient, metadata) "
-        "VALUES (:id, 'verification-code', 'ada@example.com', "
-        '\'{"code_sha256": "9f86d081884c7d65"}\')',
-    ),
-    (
-        "claim attempt 1",
-        "UPDATE email.deliveries SET status = 'in_progress', attempts = attempts + 1, "
-        "last_attempted_at = now() WHERE delivery_id = :id",
-    ),
-    (
-        "SMTP 421, retry later",
-        "UPDATE email.deliveries SET status = 'retrying', last_error_code = 'SMTP_421', "
-        "last_error_message = 'Service not available, try again later' WHERE delivery_id = :id",
-    ),
-    (
-        "claim attempt 2",
-        "UPDATE email.deliveries SET status = 'in_progress', attempts = attempts + 1, "
-        "last_attempted_at = now() WHERE delivery_id = :id",
-    ),
-    (
-        "sent, with the SMTP reply attached to the event",
-        "WITH reply AS (SELECT set_config('email.event_payload', "
-        '\'{"smtp": "250 2.0.0 OK"}\', true)) '
-        "UPDATE email.deliveries SET status = 'sent', last_error_code = NULL, "
-        "last_error_message = NULL FROM reply WHERE delivery_id = :id",
-    ),
-)
+DELIVERIES = 2000
+DUPLICATE_SHARE = 0.30
+WORKERS = 8
+LEASE = timedelta(seconds=1)
+MAX_ATTEMPTS = 3
+WORKFLOWS = ("verification-code", "invite", "password-reset")
 
 
 @contextlib.asynccontextmanager
@@ -60,64 +52,250 @@ async def database_url() -> AsyncIterator[str]:
         yield url
 
 
-def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    cells = [[("" if v is None else str(v)) for v in row] for row in rows]
-    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
-    print(f"\n{title}")
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
-    print("  ".join("-" * w for w in widths))
-    for row in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+class SmtpError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(f"{code} {message}")
+        self.smtp_code = code
 
 
-async def show_delivery(conn: AsyncConnection, delivery_id: str) -> None:
-    row = (
-        await conn.execute(
-            text(
-                "SELECT delivery_id, workflow, recipient, status, attempts, last_error_code, "
-                "sent_at IS NOT NULL AS has_sent_at, metadata FROM email.deliveries "
-                "WHERE delivery_id = :id"
-            ),
-            {"id": delivery_id},
-        )
-    ).one()
-    print_table("email.deliveries", list(row._fields), [tuple(row)])
-    events = await conn.execute(
-        text(
-            "SELECT id, status, attempt, error_code, payload FROM email.delivery_events "
-            "WHERE delivery_id = :id ORDER BY id"
-        ),
-        {"id": delivery_id},
+class FakeSmtp:
+    """Fails as configured and logs every accepted message."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.accepted: Counter[str] = Counter()
+
+    async def send(self, delivery_id: str, recipient: str) -> str:
+        await asyncio.sleep(self.rng.uniform(0, 0.004))
+        if recipient.lower().endswith("@greylisted.example"):
+            raise SmtpError(421, "4.7.0 Try again later")
+        roll = self.rng.random()
+        if roll < 0.08:
+            raise SmtpError(421, "4.3.2 Service not available, closing transmission channel")
+        if roll < 0.095:
+            raise SmtpError(550, "5.1.1 Mailbox unavailable")
+        self.accepted[delivery_id] += 1
+        return f"250 2.0.0 OK queued as {self.rng.getrandbits(32):08X}"
+
+
+@dataclass
+class Message:
+    """A Pub/Sub message: the event, and how often it was delivered so far."""
+
+    delivery_id: str
+    workflow: str
+    recipient: str
+
+
+@dataclass
+class Outcome:
+    acked: int = 0
+    redelivered: int = 0
+    duplicates_skipped: int = 0
+    dead_letter_published: int = 0
+
+
+async def handle(
+    message: Message, tracker: DeliveryTracker, smtp: FakeSmtp, dead_letters: list[str]
+) -> str:
+    """The worker's Pub/Sub handler; returns ``ack`` or ``nack`` (redeliver later)."""
+    await tracker.enqueue(
+        message.delivery_id,
+        workflow=message.workflow,
+        recipient=message.recipient,
+        metadata={"template": f"{message.workflow}-v3"},
     )
-    print_table("email.delivery_events (written by trigger)", list(events.keys()), events.all())
+    claim = await tracker.claim(message.delivery_id, lease=LEASE)
+    if claim is None:
+        return "duplicate"  # sent, finished, or someone else holds a live claim: ack
+    try:
+        reply = await smtp.send(message.delivery_id, message.recipient)
+    except SmtpError as exc:
+        result = await tracker.mark_failed(
+            message.delivery_id,
+            attempt=claim.attempt,
+            error=(f"SMTP_{exc.smtp_code}", str(exc)),
+            retryable=exc.smtp_code < 500,
+            max_attempts=MAX_ATTEMPTS,
+        )
+        if result.status.value == "retrying":
+            return "nack"
+        if result.status.value == "dead_letter":
+            reference = f"dlq-{len(dead_letters) + 1:05d}"
+            dead_letters.append(message.delivery_id)
+            await tracker.mark_dead_letter(message.delivery_id, reference=reference)
+            return "dead_letter"
+        return "ack"
+    await tracker.mark_sent(message.delivery_id, attempt=claim.attempt, payload={"smtp": reply})
+    return "ack"
+
+
+def plan(rng: random.Random, run: str) -> list[Message]:
+    originals = []
+    for i in range(DELIVERIES):
+        workflow = WORKFLOWS[i % len(WORKFLOWS)]
+        host = "greylisted.example" if i % 250 == 7 else "example.com"
+        originals.append(Message(f"{run}-{i:05d}", workflow, f"User{i % 700}@{host}".upper()))
+    messages = list(originals)
+    messages += [rng.choice(originals) for _ in range(int(DELIVERIES * DUPLICATE_SHARE))]
+    rng.shuffle(messages)
+    return messages
+
+
+async def simulate(url: str, rng: random.Random) -> tuple[str, Outcome, FakeSmtp, str]:
+    run = f"demo-{datetime.now(UTC):%H%M%S}-{os.getpid()}"
+    messages = plan(rng, run)
+    smtp = FakeSmtp(rng)
+    engine = make_engine(url, pool_size=WORKERS)
+    tracker = DeliveryTracker(engine)
+    queue: asyncio.Queue[Message]
+    outcome = Outcome()
+    dead_letters: list[str] = []
+    bar = ProgressBar(len(messages), "pub/sub messages", sys.stderr)
+    done = 0
+
+    # The crashed worker: it claims, then dies before sending; Pub/Sub keeps its message.
+    # The crashed worker's delivery has no duplicate message: nobody else could claim it
+    # once its lease expires, so the reaper is what brings it back.
+    copies = Counter(m.delivery_id for m in messages)
+    crashed = next(m for m in messages if copies[m.delivery_id] == 1)
+    messages.remove(crashed)
+    queue = asyncio.Queue()
+    for message in messages:
+        queue.put_nowait(message)
+    await tracker.enqueue(
+        crashed.delivery_id, workflow=crashed.workflow, recipient=crashed.recipient
+    )
+    await tracker.claim(crashed.delivery_id, lease=LEASE)
+    claimed_at = time.monotonic()
+
+    async def worker() -> None:
+        nonlocal done
+        while True:
+            message = await queue.get()
+            verdict = await handle(message, tracker, smtp, dead_letters)
+            if verdict == "nack":
+                outcome.redelivered += 1
+                queue.put_nowait(message)  # Pub/Sub redelivers a nacked message
+            else:
+                outcome.acked += 1
+                outcome.duplicates_skipped += verdict == "duplicate"
+                outcome.dead_letter_published += verdict == "dead_letter"
+                done += 1
+                bar.update(done)
+            queue.task_done()
+
+    tasks = [asyncio.create_task(worker()) for _ in range(WORKERS)]
+    try:
+        await queue.join()
+        # Still in progress: the crashed worker's claim. The reaper runs once it expires.
+        await asyncio.sleep(max(0.0, LEASE.total_seconds() - (time.monotonic() - claimed_at)))
+        reaped = await tracker.reap_stale(lease=LEASE, max_attempts=MAX_ATTEMPTS)
+        queue.put_nowait(crashed)  # the ack deadline passed: Pub/Sub redelivers it
+        outcome.redelivered += 1
+        await queue.join()
+        bar.close()
+        print(
+            f"\nreaper: {len(reaped)} expired claim(s) handed back: "
+            + ", ".join(f"{d.delivery_id} → {d.status.value}" for d in reaped)
+        )
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await tracker.aclose()
+        await engine.dispose()
+    return run, outcome, smtp, crashed.delivery_id
+
+
+async def report(url: str, run: str, outcome: Outcome, smtp: FakeSmtp, crashed: str) -> bool:
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as conn:
+            since = datetime.now(UTC) - timedelta(hours=1)
+            stats = await conn.execute(queries.workflow_stats(since=since))
+            columns = [c for c in queries.STATS_COLUMNS if c != "bucket"]
+            rows = [
+                tuple(
+                    ", ".join(f"{e['code']}:{e['count']}" for e in row._mapping[c])
+                    if c == "top_error_codes"
+                    else row._mapping[c]
+                    for c in columns
+                )
+                for row in stats
+            ]
+            print("\nper-workflow statistics (email-delivery stats --since 1h)")
+            print_table([c.replace("latency_", "") for c in columns], rows, sys.stdout)
+
+            for title, delivery_id in (("the crashed worker's delivery", crashed),):
+                events = await conn.execute(queries.delivery_events(delivery_id=delivery_id))
+                print(f"\naudit trail of {delivery_id} ({title})")
+                print_table(
+                    ["id", "status", "attempt", "error_code", "payload", "created_at"],
+                    [
+                        (e.id, e.status, e.attempt, e.error_code, e.payload, e.created_at)
+                        for e in events
+                    ],
+                    sys.stdout,
+                )
+            twice = (
+                await conn.execute(
+                    text(
+                        "SELECT count(*) FROM (SELECT delivery_id FROM email.delivery_events "
+                        "WHERE status = 'sent' AND delivery_id LIKE :run GROUP BY delivery_id "
+                        "HAVING count(*) > 1) AS t"
+                    ),
+                    {"run": f"{run}-%"},
+                )
+            ).scalar_one()
+            sent_rows = (
+                await conn.execute(
+                    text(
+                        "SELECT count(*) FROM email.deliveries "
+                        "WHERE status = 'sent' AND delivery_id LIKE :run"
+                    ),
+                    {"run": f"{run}-%"},
+                )
+            ).scalar_one()
+            unfinished = (
+                await conn.execute(
+                    text(
+                        "SELECT count(*) FROM email.deliveries WHERE delivery_id LIKE :run "
+                        "AND status IN ('queued', 'in_progress', 'retrying')"
+                    ),
+                    {"run": f"{run}-%"},
+                )
+            ).scalar_one()
+    finally:
+        await engine.dispose()
+    smtp_twice = sum(1 for n in smtp.accepted.values() if n > 1)
+    print(
+        f"\nmessages: {outcome.acked:,} acked ({outcome.duplicates_skipped:,} duplicates "
+        f"skipped without sending), {outcome.redelivered:,} redelivered after a failure, "
+        f"{outcome.dead_letter_published} published to the dead-letter topic"
+    )
+    print(
+        f"no email sent twice: {'yes' if twice == 0 and smtp_twice == 0 else 'NO'} — "
+        f"SMTP accepted {sum(smtp.accepted.values()):,} messages for "
+        f"{len(smtp.accepted):,} deliveries; {sent_rows:,} rows are sent; deliveries with "
+        f"more than one sent event: {twice}; unfinished: {unfinished}"
+    )
+    return twice == 0 and smtp_twice == 0 and unfinished == 0 and sent_rows == len(smtp.accepted)
 
 
 async def run() -> int:
+    started = time.monotonic()
     async with database_url() as url:
         print("migrating to head …")
         await migrate.upgrade(url)
-        engine = create_async_engine(url)
-        delivery_id = f"demo-{os.getpid()}"
-        try:
-            async with engine.connect() as conn:
-                for label, sql in STEPS:
-                    await conn.execute(text(sql), {"id": delivery_id})
-                    await conn.commit()
-                    print(f"  {label}")
-                await show_delivery(conn, delivery_id)
-                try:
-                    await conn.execute(
-                        text(
-                            "UPDATE email.deliveries SET status = 'queued' WHERE delivery_id = :id"
-                        ),
-                        {"id": delivery_id},
-                    )
-                except DBAPIError as exc:
-                    await conn.rollback()
-                    print(f"\nsent is final: {exc.orig}")
-        finally:
-            await engine.dispose()
-    return 0
+        print(
+            f"simulating {DELIVERIES:,} deliveries over {len(WORKFLOWS)} workflows, "
+            f"{DUPLICATE_SHARE:.0%} duplicated Pub/Sub messages, shuffled, {WORKERS} workers"
+        )
+        run_id, outcome, smtp, crashed = await simulate(url, random.Random(2026))
+        ok = await report(url, run_id, outcome, smtp, crashed)
+    print(f"\ndemo finished in {time.monotonic() - started:.1f} s")
+    return 0 if ok else 1
 
 
 def main() -> None:
