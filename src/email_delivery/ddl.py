@@ -271,13 +271,15 @@ sanitize_error_message = PGFunction(
     signature=_SIG_SANITIZE,
     definition=r"""
 RETURNS text
-LANGUAGE sql
+LANGUAGE plpgsql
 IMMUTABLE PARALLEL SAFE
 SET search_path = ''
 AS $$
+BEGIN
     -- The database's copy of email_delivery.validation.sanitize_error_message, applied to
     -- every stored message so a client in any language cannot store an address or a token.
-    SELECT left(
+    -- PL/pgSQL, not SQL: a SQL function with a SET clause is planned anew on every call.
+    RETURN left(
         regexp_replace(
         regexp_replace(
         regexp_replace(
@@ -292,7 +294,8 @@ AS $$
             '\1\2[redacted]', 'gi'),
             '(^|[^A-Za-z0-9_+/=-])(?=[A-Za-z0-9_+/=-]*[0-9])(?=[A-Za-z0-9_+/=-]*[A-Za-z])[A-Za-z0-9_+/=-]{24,}',
             '\1[token]', 'g'),
-        2000)
+        2000);
+END
 $$""",
 )
 
@@ -304,54 +307,62 @@ def _sql_list(words: frozenset[str] | tuple[str, ...]) -> str:
     return "(" + ", ".join(f"'{w}'" for w in sorted(words)) + ")"
 
 
+def _alternation(words: frozenset[str]) -> str:
+    return "|".join(sorted(words))
+
+
 _SIG_FIND_SECRET = "find_secret(value jsonb)"
+# Every key or value the rules can flag contains one of these (case-insensitively).
+_SECRET_PREFILTER = "|".join(
+    sorted({*_v.SECRET_WORDS, "code", "key", "http", *(s.strip("_") for s in _v.HASH_SUFFIXES)})
+)
 
 find_secret = PGFunction(
     schema=SCHEMA,
     signature=_SIG_FIND_SECRET,
     definition=rf"""
 RETURNS text
-LANGUAGE sql
+LANGUAGE plpgsql
 IMMUTABLE PARALLEL SAFE
 SET search_path = ''
 AS $$
+BEGIN
     -- The database's copy of email_delivery.validation.find_secret (the key rules and the
     -- link-with-a-token rule): the first key holding a secret, or NULL.
-    WITH pairs AS (
+    -- Most objects mention none of the words the rules look for (even across separators,
+    -- as in "pass-word"): skip the walk.
+    IF value IS NULL
+       OR regexp_replace(value::text, '[^A-Za-z0-9]+', '', 'g') !~* '{_SECRET_PREFILTER}' THEN
+        RETURN NULL;
+    END IF;
+    -- Each key as _word_word_ (camelCase split, lower-cased), tested with regular
+    -- expressions equivalent to the word rules.
+    RETURN (
+    SELECT k.key FROM (
         SELECT kv->>'key' AS key, kv->'value' AS val,
-               array_remove(regexp_split_to_array(
+               '_' || btrim(regexp_replace(
                    lower(regexp_replace(kv->>'key', '([a-z0-9])([A-Z])', '\1_\2', 'g')),
-                   '[^a-z0-9]+'), '') AS words
+                   '[^a-z0-9]+', '_', 'g'), '_') || '_' AS n
         FROM jsonb_path_query(value, 'strict $.** ? (@.type() == "object").keyvalue()') AS kv
-    ),
-    strings AS (
-        SELECT s #>> '{{}}' AS text
-        FROM jsonb_path_query(value, 'strict $.** ? (@.type() == "string")') AS s
-    )
-    SELECT pairs.key FROM pairs
+    ) AS k
     WHERE CASE
-        WHEN lower(pairs.key) ~ '({"|".join(_v.HASH_SUFFIXES)})$' THEN
-            NOT (jsonb_typeof(pairs.val) = 'string'
-                 AND pairs.val #>> '{{}}' ~ '{_v.HASH_VALUE_PATTERN}')
-        WHEN cardinality(pairs.words) = 0
-             OR pairs.words[cardinality(pairs.words)] IN {_sql_list(_v.HARMLESS_LAST_WORDS)}
-            THEN false
-        ELSE array_to_string(pairs.words, '') IN {_sql_list(_v.SECRET_WORDS)}
-            OR EXISTS (
-                SELECT FROM unnest(pairs.words) WITH ORDINALITY AS w(word, i)
-                WHERE w.word IN {_sql_list(_v.SECRET_WORDS)}
-                   OR (w.word = 'code' AND coalesce(pairs.words[w.i - 1], '')
-                       NOT IN {_sql_list(_v.HARMLESS_CODE_QUALIFIERS)})
-                   OR (w.word = 'key' AND coalesce(pairs.words[w.i - 1], '')
-                       IN {_sql_list(_v.SECRET_KEY_QUALIFIERS)}))
+        WHEN lower(k.key) ~ '({"|".join(_v.HASH_SUFFIXES)})$' THEN
+            NOT (jsonb_typeof(k.val) = 'string'
+                 AND k.val #>> '{{}}' ~ '{_v.HASH_VALUE_PATTERN}')
+        WHEN k.n = '__' OR k.n ~ '_({_alternation(_v.HARMLESS_LAST_WORDS)})_$' THEN false
+        ELSE replace(k.n, '_', '') IN {_sql_list(_v.SECRET_WORDS)}
+            OR k.n ~ '_({_alternation(_v.SECRET_WORDS)})_'
+            OR k.n ~ '^_code_'
+            OR k.n ~ '_(?!({_alternation(_v.HARMLESS_CODE_QUALIFIERS)})_)[a-z0-9]+_code_'
+            OR k.n ~ '_({_alternation(_v.SECRET_KEY_QUALIFIERS)})_key_'
     END
     UNION ALL
-    SELECT 'a link with a token' FROM strings
-    WHERE EXISTS (
-        SELECT FROM regexp_matches(strings.text, '{_v.URL_PATTERN}', 'gi') AS m(url)
-        WHERE m.url[1] ~* '{_v.SECRET_PARAMETER_PATTERN}'
-           OR split_part(m.url[1], '?', 1) ~ '{_v.LONG_TOKEN_PATTERN}')
-    LIMIT 1
+    SELECT 'a link with a token'
+    FROM jsonb_path_query(value, 'strict $.** ? (@.type() == "string")') AS s
+    WHERE s #>> '{{}}' ~* '{_v.LINK_SECRET_PARAMETER_PATTERN}'
+       OR s #>> '{{}}' ~* '{_v.LINK_LONG_TOKEN_PATTERN}'
+    LIMIT 1);
+END
 $$""",
 )
 

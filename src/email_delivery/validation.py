@@ -206,15 +206,19 @@ _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 # Written to mean the same in Python's re and PostgreSQL's regular expressions: ddl.py builds
 # email.find_secret from them.
 HASH_VALUE_PATTERN = r"^((sha256|sha512|sha1|hmac-sha256):)?[0-9a-fA-F]{32,128}$"
-URL_PATTERN = r"https?://[^\s]+"
 SECRET_PARAMETER_PATTERN = (
     r"[?&#;]([a-z0-9_]*_)?(token|code|otp|key|secret|password|sig|signature|auth|jwt)[a-z0-9_]*="
 )
 LONG_TOKEN_PATTERN = r"(?=[A-Za-z0-9_-]*[0-9])(?=[A-Za-z0-9_-]*[A-Za-z])[A-Za-z0-9_-]{24,}"
+LINK_SECRET_PARAMETER_PATTERN = rf"https?://[^\s]*{SECRET_PARAMETER_PATTERN}"
+"""A URL whose query or fragment has a parameter named like a secret."""
+LINK_LONG_TOKEN_PATTERN = rf"https?://[^\s?]*{LONG_TOKEN_PATTERN}"
+"""A URL whose path (before any ``?``) holds a long token."""
 _HASH_VALUE = re.compile(HASH_VALUE_PATTERN)
-_URL = re.compile(URL_PATTERN, re.IGNORECASE)
-_SECRET_PARAMETER = re.compile(SECRET_PARAMETER_PATTERN, re.IGNORECASE)
-_LONG_TOKEN = re.compile(LONG_TOKEN_PATTERN)
+_LINKS_WITH_TOKENS = (
+    re.compile(LINK_SECRET_PARAMETER_PATTERN, re.IGNORECASE),
+    re.compile(LINK_LONG_TOKEN_PATTERN, re.IGNORECASE),
+)
 
 
 def _words(key: str) -> list[str]:
@@ -240,11 +244,7 @@ def _names_secret(key: str) -> bool:
 
 def _link_with_token(text: str) -> bool:
     """A URL whose query or fragment names a secret, or whose path holds a long token."""
-    for match in _URL.finditer(text):
-        url = match.group()
-        if _SECRET_PARAMETER.search(url) or _LONG_TOKEN.search(url.split("?", 1)[0]):
-            return True
-    return False
+    return any(pattern.search(text) for pattern in _LINKS_WITH_TOKENS)
 
 
 def _hash_suffixed(key: str) -> bool:
