@@ -252,7 +252,10 @@ async def test_migrate_upgrade_current_and_offline_sql(
     written = Path(out.strip())
     assert code == 0 and written.parent == Path("supabase/migrations")
     assert written.name.endswith("_email_delivery.sql") and written.name[:14].isdigit()
-    assert "CREATE TABLE email.deliveries" in (tmp_path / written).read_text()
+    script = (tmp_path / written).read_text()
+    assert "CREATE TABLE email.deliveries" in script
+    assert not {"BEGIN;", "COMMIT;"} & {line.strip() for line in script.splitlines()}
+    assert "INSERT INTO email.alembic_version (version_num) VALUES ('0001')" in script
 
 
 async def test_errors_users_meet_are_one_line_with_exit_code_2(
@@ -301,3 +304,19 @@ def test_durations() -> None:
     assert parse_duration("1h30m").total_seconds() == 5400
     assert parse_duration("90d").days == 90
     assert parse_duration("2w").days == 14
+
+
+async def test_exported_script_applied_in_one_transaction_verifies(
+    cli, cluster: Cluster, empty_database: str, tmp_path: Path
+) -> None:
+    code, out, _ = cli(empty_database, "export-sql", "--directory", str(tmp_path))
+    assert code == 0
+    script = Path(out.strip()).read_text()  # noqa: ASYNC240 - a small local file
+    owner = await asyncpg.connect(cluster.dsn(empty_database))
+    try:
+        async with owner.transaction():  # as the Supabase CLI applies a migration file
+            await owner.execute(script)
+    finally:
+        await owner.close()
+    code, out, _ = cli(empty_database, "verify")
+    assert (code, out) == (0, "ok: schema email is at head and as designed\n")
