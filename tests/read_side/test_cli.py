@@ -320,3 +320,38 @@ async def test_exported_script_applied_in_one_transaction_verifies(
         await owner.close()
     code, out, _ = cli(empty_database, "verify")
     assert (code, out) == (0, "ok: schema email is at head and as designed\n")
+
+
+async def test_verify_names_view_function_grant_and_type_drift(
+    cli, cluster: Cluster, database: str
+) -> None:
+    owner = await asyncpg.connect(cluster.dsn(database))
+    try:
+        await owner.execute("ALTER VIEW email.pending_deliveries RESET (security_invoker)")
+        await owner.execute(
+            "CREATE OR REPLACE FUNCTION email.touch_updated_at() RETURNS trigger "
+            "LANGUAGE plpgsql SET search_path = '' AS $$ BEGIN RETURN NEW; END $$"
+        )
+        await owner.execute("REVOKE SELECT ON email.delivery_events FROM email_reader")
+        await owner.execute("GRANT EXECUTE ON FUNCTION email.touch_updated_at() TO PUBLIC")
+        await owner.execute(
+            "ALTER TABLE email.delivery_events ALTER COLUMN error_code TYPE varchar(64)"
+        )
+        await owner.execute("CREATE VIEW email.extra AS SELECT 1 AS one")
+    finally:
+        await owner.close()
+    code, out, _ = cli(database, "verify")
+    lines = out.strip().splitlines()
+    assert code == 1
+    expected = [
+        "drift: replace_or_revert_entity 'PGView: email.pending_deliveries'",
+        "drift: replace_or_revert_entity 'PGFunction: email.touch_updated_at()'",
+        "drift: drop_entity 'PGView: email.extra'",
+        "drift: modify_type 'email' 'delivery_events' 'error_code'",
+        "grant missing: SELECT on table/view email.delivery_events to email_reader",
+        "unexpected grant: EXECUTE on function email.touch_updated_at() to PUBLIC",
+        "view email.pending_deliveries lacks security_invoker = true",
+    ]
+    for fragment in expected:
+        assert sum(fragment in line for line in lines) == 1, (fragment, out)
+    assert len(lines) == len(expected), out
