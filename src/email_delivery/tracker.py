@@ -219,8 +219,14 @@ class DeliveryTracker:
             await greenlet_spawn(fairy.close)
 
     async def _acquire(self) -> Any:
-        if self._idle:
-            return self._idle.pop()
+        while self._idle:
+            fairy = self._idle.pop()
+            if not fairy.driver_connection.is_closed():
+                return fairy
+            # Closed while kept (server restart, pooler idle timeout): replace it.
+            self._open -= 1
+            await greenlet_spawn(fairy.invalidate)
+            await greenlet_spawn(fairy.close)
         if self._limit == 0 or self._open < self._limit:
             self._open += 1
             try:
@@ -266,8 +272,8 @@ class DeliveryTracker:
         fairy = await self._acquire()
         while fairy is None:
             fairy = await self._acquire()
+        driver: Any = fairy.driver_connection
         try:
-            driver: Any = fairy.driver_connection
             rows: list[asyncpg.Record] = await driver.fetch(sql, *args)
         except BaseException as exc:
             if isinstance(exc, _BROKEN) or driver.is_closed():

@@ -101,3 +101,32 @@ async def test_a_dead_workers_claim_is_reaped_after_the_lease(
     again = await worker_tracker.claim("d1", lease=LEASE)
     assert again is not None
     assert again.attempt == 2
+
+
+async def test_a_kept_connection_killed_while_idle_is_replaced(
+    cluster: Cluster, database: str, worker_tracker: DeliveryTracker
+) -> None:
+    await worker_tracker.enqueue("d1", workflow="invite", recipient="a@b.io")
+    admin = await cluster.admin()
+    try:
+        killed = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = $1 AND usename = $2",
+            database,
+            WORKER_LOGIN,
+        )
+        assert killed >= 1
+        # Let the event loop see the closed sockets.
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if not await admin.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND usename = $2",
+                database,
+                WORKER_LOGIN,
+            ):
+                break
+    finally:
+        await admin.close()
+    await asyncio.sleep(0.05)
+    claim = await worker_tracker.claim("d1", lease=LEASE)
+    assert claim is not None
