@@ -794,3 +794,32 @@ async def test_the_tracker_follows_the_engine_across_dispose(
     await worker_tracker.aclose()
     await worker_engine.dispose()
     assert (await worker_tracker.claim("d1")) is not None
+
+
+async def test_the_tracker_shares_a_few_connections_among_many_tasks(
+    cluster: Cluster, worker_engine: AsyncEngine, owner_conn: asyncpg.Connection, database: str
+) -> None:
+    async with DeliveryTracker(worker_engine, connections=2) as tracker:
+        results = await asyncio.gather(
+            *(tracker.enqueue(f"d{i}", workflow=WF, recipient="a@b.io") for i in range(40))
+        )
+        assert all(r.created for r in results)
+        backends = await owner_conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND usename = $2",
+            database,
+            WORKER_LOGIN,
+        )
+        assert backends <= 2
+        # Callers cancelled while waiting for a connection leak nothing.
+        waiting = [
+            asyncio.create_task(tracker.claim(f"d{i}", lease=timedelta(minutes=5)))
+            for i in range(20)
+        ]
+        await asyncio.sleep(0)
+        for task in waiting[5:]:
+            task.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+        claims = await asyncio.gather(
+            *(tracker.claim(f"d{i}", lease=timedelta(minutes=5)) for i in range(20, 40))
+        )
+        assert all(c is not None for c in claims)
