@@ -210,6 +210,14 @@ ENTITIES = (*FUNCTIONS, *TRIGGERS, *POLICIES)
 # re-check it (exactly one claimer wins) and nothing is read before it is written. They are
 # SECURITY INVOKER: the caller's grants and RLS policies apply as if it ran the statement.
 # Each returns the row as it is afterwards plus ``changed`` (no row: unknown delivery_id).
+#
+# Decisions: a claim's lease ends at last_attempted_at + lease (no lease column), so every
+# worker and reaper must pass the same lease. failed -> dead_letter is not a transition, so
+# mark_delivery_dead_letter leaves a failed delivery failed and only records the reference.
+# attempts never decrease, so a requeue stores the attempts it started from in metadata and
+# the retry budget counts from there. requeue_delivery is for operators: no group role may
+# execute it, only the owner (Supabase's postgres). The mark and enqueue functions repeat
+# the Python input rules that a database can check (secrets: SQLSTATE ED003).
 # =========================================================================================
 
 _ROW_COLUMNS = (
