@@ -11,25 +11,16 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import alembic_postgresql_enum  # noqa: F401 - registers enum value comparison
 from alembic import context
-from alembic_utils.pg_function import PGFunction
-from alembic_utils.pg_policy import PGPolicy
-from alembic_utils.pg_trigger import PGTrigger
-from alembic_utils.pg_view import PGView
-from alembic_utils.replaceable_entity import register_entities
 from sqlalchemy import Connection, Engine, pool, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import email_delivery.migration_ops  # noqa: F401 - registers op.create_group_role and friends
-from email_delivery import ddl
-from email_delivery.base import SCHEMA, Base
+from email_delivery import autogen
+from email_delivery.base import SCHEMA
 from email_delivery.urls import async_url, database_url_from_env
 
-# PGView reflects every view of the schema (so a view added by hand shows as drift);
-# ddl.SecurityInvokerView is the class of our own views (they carry security_invoker).
-ENTITY_TYPES = (PGFunction, PGTrigger, PGPolicy, PGView, ddl.SecurityInvokerView)
-register_entities(ddl.ENTITIES, entity_types=ENTITY_TYPES)
+autogen.register()
 
 # alembic_utils compares functions, triggers and policies by creating them, which fails while
 # their table does not exist yet: `alembic -x entities=off revision --autogenerate` then
@@ -39,27 +30,17 @@ ENTITIES_OFF = context.get_x_argument(as_dictionary=True).get("entities") == "of
 CREATE_SCHEMA = f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}"
 
 
-def include_name(name: str | None, type_: str, parent_names: dict[str, Any]) -> bool:
-    if type_ == "schema":
-        return name == SCHEMA
-    return parent_names.get("schema_name") == SCHEMA
-
-
 def include_object(
     obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
 ) -> bool:
-    return not (ENTITIES_OFF and type_ in {t.type_ for t in ENTITY_TYPES})
+    return not (ENTITIES_OFF and type_ in {t.type_ for t in autogen.ENTITY_TYPES})
 
 
 def _configure(**kwargs: Any) -> None:
     context.configure(
-        target_metadata=Base.metadata,
-        version_table_schema=SCHEMA,
-        include_schemas=True,
-        include_name=include_name,
+        **autogen.COMPARE_OPTIONS,
         include_object=include_object,
         transaction_per_migration=True,
-        compare_type=True,
         **kwargs,
     )
 

@@ -255,6 +255,15 @@ _ATTEMPTS_IN_BUDGET = (
     f"d.attempts - coalesce((d.metadata->>'{REQUEUED_AT_ATTEMPT_KEY}')::integer, 0)"
 )
 
+# Ends every conditional transition: an unconsumed payload must not attach to a later
+# statement's event, and when nothing changed the row is returned as it is (none: unknown id).
+_UNCHANGED_ROW_TAIL = f"""hit := FOUND;
+    PERFORM set_config('{EVENT_PAYLOAD_SETTING}', '', true);
+    IF NOT hit THEN
+        RETURN QUERY
+        SELECT {_D}, false FROM email.deliveries AS d WHERE d.delivery_id = p_delivery_id;
+    END IF;"""
+
 _SIG_SANITIZE = "sanitize_error_message(message text)"
 _SIG_ENQUEUE = (
     "enqueue_delivery(p_delivery_id text, p_workflow text, p_recipient text, "
@@ -537,13 +546,7 @@ BEGIN
         WHERE d.delivery_id = p_delivery_id AND d.status <> 'sent'
         RETURNING {_D})
     SELECT updated.*, true FROM updated;
-    hit := FOUND;
-    -- Not consumed when nothing changed: it must not attach to a later statement's event.
-    PERFORM set_config('{EVENT_PAYLOAD_SETTING}', '', true);
-    IF NOT hit THEN
-        RETURN QUERY
-        SELECT {_D}, false FROM email.deliveries AS d WHERE d.delivery_id = p_delivery_id;
-    END IF;
+    {_UNCHANGED_ROW_TAIL}
 END
 $$""",
 )
@@ -582,12 +585,7 @@ BEGIN
           AND d.status = 'in_progress' AND d.attempts = p_attempt
         RETURNING {_D})
     SELECT updated.*, true FROM updated;
-    hit := FOUND;
-    PERFORM set_config('{EVENT_PAYLOAD_SETTING}', '', true);
-    IF NOT hit THEN
-        RETURN QUERY
-        SELECT {_D}, false FROM email.deliveries AS d WHERE d.delivery_id = p_delivery_id;
-    END IF;
+    {_UNCHANGED_ROW_TAIL}
 END
 $$""",
 )
@@ -621,12 +619,7 @@ BEGIN
                    AND d.metadata->'{DEAD_LETTER_REFERENCE_KEY}' IS NULL))
         RETURNING {_D})
     SELECT updated.*, true FROM updated;
-    hit := FOUND;
-    PERFORM set_config('{EVENT_PAYLOAD_SETTING}', '', true);
-    IF NOT hit THEN
-        RETURN QUERY
-        SELECT {_D}, false FROM email.deliveries AS d WHERE d.delivery_id = p_delivery_id;
-    END IF;
+    {_UNCHANGED_ROW_TAIL}
 END
 $$""",
 )
@@ -658,12 +651,7 @@ BEGIN
         WHERE d.delivery_id = p_delivery_id AND d.status IN ('failed', 'dead_letter')
         RETURNING {_D})
     SELECT updated.*, true FROM updated;
-    hit := FOUND;
-    PERFORM set_config('{EVENT_PAYLOAD_SETTING}', '', true);
-    IF NOT hit THEN
-        RETURN QUERY
-        SELECT {_D}, false FROM email.deliveries AS d WHERE d.delivery_id = p_delivery_id;
-    END IF;
+    {_UNCHANGED_ROW_TAIL}
 END
 $$""",
 )

@@ -24,23 +24,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import alembic_postgresql_enum  # noqa: F401 - registers enum value comparison, as env.py does
 from alembic.autogenerate import produce_migrations
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic_utils.pg_function import PGFunction
-from alembic_utils.pg_policy import PGPolicy
-from alembic_utils.pg_trigger import PGTrigger
-from alembic_utils.pg_view import PGView
-from alembic_utils.replaceable_entity import register_entities
 from sqlalchemy import Connection, text
 
-from email_delivery import ddl
+from email_delivery import autogen, ddl
 from email_delivery.base import SCHEMA, Base
 from email_delivery.migrate import alembic_config
-
-ENTITY_TYPES = (PGFunction, PGTrigger, PGPolicy, PGView, ddl.SecurityInvokerView)
-"""The same entity types as ``alembic/env.py``."""
 
 _PRIVILEGE_NAMES = {
     "SELECT",
@@ -72,12 +64,6 @@ def current_revision(conn: Connection) -> str | None:
     return ",".join(sorted(rows)) if rows else None
 
 
-def _include_name(name: str | None, type_: str, parent_names: dict[str, Any]) -> bool:
-    if type_ == "schema":
-        return name == SCHEMA
-    return parent_names.get("schema_name") == SCHEMA
-
-
 def _describe(diff: Any) -> str:
     if isinstance(diff, list):  # alembic groups column modifications in a list
         return "; ".join(_describe(d) for d in diff)
@@ -101,17 +87,8 @@ def _describe(diff: Any) -> str:
 
 def schema_drift(conn: Connection) -> list[str]:
     """Alembic's autogenerate diff against the models and ddl entities, one line per diff."""
-    register_entities(ddl.ENTITIES, entity_types=ENTITY_TYPES)
-    context = MigrationContext.configure(
-        connection=conn,
-        opts={
-            "target_metadata": Base.metadata,
-            "include_schemas": True,
-            "include_name": _include_name,
-            "compare_type": True,
-            "version_table_schema": SCHEMA,
-        },
-    )
+    autogen.register()
+    context = MigrationContext.configure(connection=conn, opts=autogen.COMPARE_OPTIONS)
     script = produce_migrations(context, Base.metadata)
     assert script.upgrade_ops is not None
     return [f"drift: {_describe(diff)}" for diff in script.upgrade_ops.as_diffs()]

@@ -31,7 +31,7 @@ from sqlalchemy import Enum, MetaData, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from email_delivery import ddl
+from email_delivery import autogen, ddl
 from email_delivery.base import SCHEMA, Base
 from email_delivery.migration_ops import create_group_role_sql, drop_group_role_sql
 from email_delivery.models import DeliveryStatus
@@ -303,14 +303,7 @@ async def test_new_status_value_autogenerates_add_value(cluster: Cluster, databa
 
             def autogenerate(metadata: MetaData) -> list[str]:
                 context = MigrationContext.configure(
-                    connection,
-                    opts={
-                        "target_metadata": metadata,
-                        "include_schemas": True,
-                        "include_name": _include_name,
-                        "version_table_schema": SCHEMA,
-                        "compare_type": True,
-                    },
+                    connection, opts={**autogen.COMPARE_OPTIONS, "target_metadata": metadata}
                 )
                 upgrade_ops = produce_migrations(context, metadata).upgrade_ops
                 assert upgrade_ops is not None
@@ -343,13 +336,6 @@ async def test_new_status_value_autogenerates_add_value(cluster: Cluster, databa
         engine.dispose()
     assert executed == ["""ALTER TYPE "email"."delivery_status" ADD VALUE 'bounced'"""]
     assert labels == [*(s.value for s in DeliveryStatus), "bounced"]
-
-
-def _include_name(name: str | None, type_: str, parents: dict[str, Any]) -> bool:
-    """The same filter as alembic/env.py: schema email only."""
-    if type_ == "schema":
-        return name == SCHEMA
-    return parents.get("schema_name") == SCHEMA
 
 
 async def _alembic_cli(url: str, *args: str) -> str:

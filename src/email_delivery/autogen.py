@@ -1,0 +1,45 @@
+"""What Alembic's autogenerate compares, shared by ``alembic/env.py`` and ``verify``.
+
+Autogenerate sees schema ``email`` and nothing else, for every object type (tables,
+indexes, enums, and alembic_utils' functions, triggers, policies and views), so Supabase's
+own schemas and anything else in the database are never proposed for change.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import alembic_postgresql_enum  # noqa: F401 - registers enum value comparison
+from alembic_utils.pg_function import PGFunction
+from alembic_utils.pg_policy import PGPolicy
+from alembic_utils.pg_trigger import PGTrigger
+from alembic_utils.pg_view import PGView
+from alembic_utils.replaceable_entity import register_entities
+
+from email_delivery import ddl
+from email_delivery.base import SCHEMA, Base
+
+# PGView reflects every view of the schema (so a view added by hand shows as drift);
+# ddl.SecurityInvokerView is the class of our own views (they carry security_invoker).
+ENTITY_TYPES = (PGFunction, PGTrigger, PGPolicy, PGView, ddl.SecurityInvokerView)
+
+
+def register() -> None:
+    """Register ``ddl.ENTITIES`` with alembic_utils (idempotent)."""
+    register_entities(ddl.ENTITIES, entity_types=ENTITY_TYPES)
+
+
+def include_name(name: str | None, type_: str, parent_names: dict[str, Any]) -> bool:
+    if type_ == "schema":
+        return name == SCHEMA
+    return parent_names.get("schema_name") == SCHEMA
+
+
+COMPARE_OPTIONS: dict[str, Any] = {
+    "target_metadata": Base.metadata,
+    "version_table_schema": SCHEMA,
+    "include_schemas": True,
+    "include_name": include_name,
+    "compare_type": True,
+}
+"""The comparison options of every Alembic context of this package."""
