@@ -124,21 +124,33 @@ def _records(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[dict
 
 
 class ProgressBar:
-    """A one-line progress bar on stderr (redrawn with ``\\r``), no dependency needed."""
+    """A progress bar on stderr, no dependency needed.
+
+    On a terminal one line is redrawn with ``\\r`` at each whole percent; elsewhere (CI logs,
+    pipes) a line is written at each tenth, so a log does not fill with redraws.
+    """
 
     def __init__(self, total: int, label: str, out: TextIO, width: int = 30) -> None:
         self.total, self.label, self.out, self.width = total, label, out, width
+        self.interactive = out.isatty()
+        self._drawn: int | None = None
 
     def update(self, done: int) -> None:
         fraction = 1.0 if self.total <= 0 else min(done / self.total, 1.0)
+        step = int(fraction * (100 if self.interactive else 10))
+        if step == self._drawn:
+            return
+        self._drawn = step
         filled = int(self.width * fraction)
         bar = "#" * filled + "-" * (self.width - filled)
-        self.out.write(f"\r{self.label} [{bar}] {fraction:4.0%} {done:,}/{self.total:,}")
+        line = f"{self.label} [{bar}] {fraction:4.0%} {done:,}/{self.total:,}"
+        self.out.write(f"\r{line}" if self.interactive else f"{line}\n")
         self.out.flush()
 
     def close(self) -> None:
-        self.out.write("\n")
-        self.out.flush()
+        if self.interactive:
+            self.out.write("\n")
+            self.out.flush()
 
 
 # ---------------------------------------------------------------------------------------------
