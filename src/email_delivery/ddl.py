@@ -393,6 +393,32 @@ def _reject_secrets(value: str, what: str) -> str:
     END IF;"""
 
 
+def _reject_caller_json(value: str, what: str, *, metadata: bool, array: bool = False) -> str:
+    """PL/pgSQL rejecting what Python's validation rejects in a caller's object: a secret
+    (ED003), more than its share of 16 KiB, and in metadata the lifecycle's own keys."""
+
+    def any_of(condition: str) -> str:
+        if array:
+            return f"EXISTS (SELECT FROM unnest({value}) AS m WHERE {condition.format(v='m')})"
+        return condition.format(v=value)
+
+    secrets_in = f"(SELECT jsonb_agg(m) FROM unnest({value}) AS m)" if array else value
+    checks = [
+        _reject_secrets(secrets_in, what),
+        f"""IF {any_of(f"octet_length({{v}}::text) > {_v.MAX_CALLER_JSON_BYTES}")} THEN
+        RAISE EXCEPTION '{what} is larger than {_v.MAX_CALLER_JSON_BYTES} bytes as JSON'
+            USING ERRCODE = '22023';
+    END IF;""",
+    ]
+    if metadata:
+        reserved = f"ARRAY['{DEAD_LETTER_REFERENCE_KEY}', '{REQUEUED_AT_ATTEMPT_KEY}']"
+        checks.append(f"""IF {any_of(f"{{v}} ?| {reserved}")} THEN
+        RAISE EXCEPTION '{what} may not set the lifecycle''s keys %', {reserved}
+            USING ERRCODE = '22023';
+    END IF;""")
+    return "\n    ".join(checks)
+
+
 enqueue_delivery = PGFunction(
     schema=SCHEMA,
     signature=_SIG_ENQUEUE,
@@ -405,7 +431,7 @@ AS $$
 DECLARE
     secret text;
 BEGIN
-    {_reject_secrets("p_metadata", "metadata")}
+    {_reject_caller_json("p_metadata", "metadata", metadata=True)}
     -- Insert or nothing: a redelivered event never changes the row nor writes an event.
     RETURN QUERY
     WITH inserted AS (
@@ -444,7 +470,7 @@ DECLARE
     created_ids text[];
     secret text;
 BEGIN
-    {_reject_secrets("(SELECT jsonb_agg(m) FROM unnest(p_metadata) AS m)", "metadata")}
+    {_reject_caller_json("p_metadata", "metadata", metadata=True, array=True)}
     -- One row per input position, in input order; a repeated id is created at most once.
     -- Inserting in key order keeps concurrent overlapping batches from deadlocking.
     WITH input AS (
@@ -533,7 +559,7 @@ DECLARE
     hit boolean;
     secret text;
 BEGIN
-    {_reject_secrets("p_payload", "payload")}
+    {_reject_caller_json("p_payload", "payload", metadata=False)}
     -- Any attempt's success is the truth, even a superseded one or after failed/dead_letter.
     PERFORM set_config('{EVENT_PAYLOAD_SETTING}',
         (coalesce(p_payload, '{{}}'::jsonb)
@@ -568,7 +594,7 @@ BEGIN
         RAISE EXCEPTION 'max_attempts must be at least 1, not %', p_max_attempts
             USING ERRCODE = '22023';
     END IF;
-    {_reject_secrets("p_payload", "payload")}
+    {_reject_caller_json("p_payload", "payload", metadata=False)}
     PERFORM set_config('{EVENT_PAYLOAD_SETTING}', coalesce(p_payload::text, ''), true);
     -- Only the live attempt may report a failure: a superseded attempt changes nothing.
     RETURN QUERY
@@ -605,6 +631,11 @@ BEGIN
     -- queued/in_progress/retrying move to dead_letter with the reference in metadata (and on
     -- the event). failed and dead_letter keep their status (failed -> dead_letter is not a
     -- transition) and only record a reference they lack. sent never changes.
+    IF p_reference IS NULL
+       OR p_reference !~ '^[^[:space:][:cntrl:]]{{1,{_v.MAX_REFERENCE_LENGTH}}}$' THEN
+        RAISE EXCEPTION 'reference must be 1-% printable characters without spaces',
+            {_v.MAX_REFERENCE_LENGTH} USING ERRCODE = '22023';
+    END IF;
     PERFORM set_config('{EVENT_PAYLOAD_SETTING}',
         jsonb_build_object('{DEAD_LETTER_REFERENCE_KEY}', p_reference)::text, true);
     RETURN QUERY

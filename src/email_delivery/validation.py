@@ -58,6 +58,11 @@ HASH_SUFFIXES = ("_sha256", "_sha512", "_hash", "_hmac", "_digest")
 """A key ending in one of these may hold a hash of a secret (not the secret itself)."""
 
 MAX_REFERENCE_LENGTH = 200
+LIFECYCLE_JSON_HEADROOM = 512
+"""Bytes of the 16 KiB a caller's object may not use: the lifecycle functions add their own
+keys (a dead-letter reference of up to 200 characters, the reported attempt), and what the
+API accepted must never be rejected by the table's CHECK after an email went out."""
+MAX_CALLER_JSON_BYTES = MAX_JSON_BYTES - LIFECYCLE_JSON_HEADROOM
 MAX_REASON_LENGTH = 500
 MAX_BATCH = 10_000
 
@@ -304,8 +309,8 @@ def check_json_object(value: object, field: str, *, optional: bool) -> str | Non
     if "\\u0000" in text:
         raise InvalidJsonObject(field, "contains a NUL character, which PostgreSQL rejects")
     rendered = json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
-    if len(rendered.encode()) > MAX_JSON_BYTES:
-        raise InvalidJsonObject(field, f"larger than {MAX_JSON_BYTES} bytes as JSON")
+    if len(rendered.encode()) > MAX_CALLER_JSON_BYTES:
+        raise InvalidJsonObject(field, f"larger than {MAX_CALLER_JSON_BYTES} bytes as JSON")
     return text
 
 

@@ -26,6 +26,7 @@ from email_delivery import (
     SecretInInput,
     make_engine,
 )
+from email_delivery.validation import MAX_CALLER_JSON_BYTES
 from tests.cluster import DASHBOARD_LOGIN, WORKER_LOGIN, Cluster
 from tests.lifecycle_support import events, expire_claim
 from tests.unit.test_lifecycle_rules import HARMLESS_SAMPLES, SECRET_SAMPLES
@@ -170,7 +171,6 @@ async def test_enqueue_rejects_bad_input_before_writing(
     [
         ("bad id", "a@b.io", "{}", "ck_deliveries_delivery_id_format"),
         ("d1", "Ada@B.io", "{}", "ck_deliveries_recipient_format"),
-        ("d1", "a@b.io", json.dumps({"x": "y" * 17000}), "ck_deliveries_metadata_object"),
         ("d1", "a@b.io", "[1]", "ck_deliveries_metadata_object"),
     ],
 )
@@ -192,6 +192,82 @@ async def test_database_rejects_the_same_from_any_client(
                 metadata,
             )
         assert caught.value.constraint_name == constraint
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize(
+    ("sql", "args", "message"),
+    [
+        (
+            "SELECT * FROM email.enqueue_delivery('d1', 'invite', 'a@b.io', $1::jsonb, NULL)",
+            [json.dumps({"x": "y" * MAX_CALLER_JSON_BYTES})],
+            "metadata is larger than",
+        ),
+        (
+            "SELECT * FROM email.enqueue_delivery('d1', 'invite', 'a@b.io', $1::jsonb, NULL)",
+            [json.dumps({"requeued_at_attempt": 1000})],
+            "lifecycle's keys",
+        ),
+        (
+            "SELECT * FROM email.enqueue_deliveries(ARRAY['d1', 'd2'], ARRAY['invite', 'invite'], "
+            "ARRAY['a@b.io', 'b@b.io'], ARRAY['{}', $1]::jsonb[], "
+            "ARRAY[NULL, NULL]::timestamptz[])",
+            [json.dumps({"dead_letter_reference": "x"})],
+            "lifecycle's keys",
+        ),
+    ],
+)
+async def test_database_rejects_what_python_rejects_in_metadata(
+    cluster: Cluster,
+    database: str,
+    owner_conn: asyncpg.Connection,
+    sql: str,
+    args: list[Any],
+    message: str,
+) -> None:
+    conn = await asyncpg.connect(cluster.dsn(database, WORKER_LOGIN))
+    try:
+        with pytest.raises(asyncpg.InvalidParameterValueError, match=message):
+            await conn.fetch(sql, *args)
+    finally:
+        await conn.close()
+    assert await owner_conn.fetchval("SELECT count(*) FROM email.deliveries") == 0
+
+
+async def test_a_payload_python_accepts_always_fits_beside_the_lifecycles_keys(
+    worker_tracker: DeliveryTracker, owner_conn: asyncpg.Connection
+) -> None:
+    # The largest payload the API accepts, plus the key mark_sent adds, still fits 16 KiB.
+    padding = MAX_CALLER_JSON_BYTES - len(json.dumps({"smtp": ""}).encode())
+    payload = {"smtp": "y" * padding}
+    await enqueue(worker_tracker)
+    claim = await worker_tracker.claim("d1")
+    assert claim is not None
+    with pytest.raises(DeliveryInputError) as caught:
+        await worker_tracker.mark_sent(
+            "d1", attempt=claim.attempt, payload={"smtp": "y" * (padding + 1)}
+        )
+    assert caught.value.field == "payload"
+    result = await worker_tracker.mark_sent("d1", attempt=claim.attempt, payload=payload)
+    assert result.changed and result.status is S.SENT
+    stored = await owner_conn.fetchval(
+        "SELECT payload FROM email.delivery_events WHERE delivery_id = 'd1' AND status = 'sent'"
+    )
+    assert json.loads(stored)["smtp"] == payload["smtp"]
+
+
+async def test_database_rejects_a_malformed_dead_letter_reference(
+    cluster: Cluster, database: str, worker_tracker: DeliveryTracker
+) -> None:
+    await enqueue(worker_tracker)
+    conn = await asyncpg.connect(cluster.dsn(database, WORKER_LOGIN))
+    try:
+        for reference in ("", "has space", "x" * 201):
+            with pytest.raises(asyncpg.InvalidParameterValueError, match="reference must be"):
+                await conn.fetch(
+                    "SELECT * FROM email.mark_delivery_dead_letter('d1', $1)", reference
+                )
     finally:
         await conn.close()
 

@@ -93,10 +93,11 @@ def test_harmless_metadata_allowed(metadata: dict[str, object]) -> None:
 
 def test_json_size_measured_like_the_database() -> None:
     # PostgreSQL renders jsonb with ", " and ": " and counts UTF-8 bytes.
-    fits = {"k": "é" * ((16384 - len('{"k": ""}')) // 2)}
+    # The caller's share of the 16 KiB is exact to the byte.
+    fits = {"k": "é" * ((v.MAX_CALLER_JSON_BYTES - len('{"k": ""}')) // 2)}
     assert v.check_json_object(fits, "metadata", optional=False)
     with pytest.raises(v.InvalidJsonObject) as caught:
-        v.check_json_object({"k": "é" * 8200}, "metadata", optional=False)
+        v.check_json_object({"k": fits["k"] + "é"}, "metadata", optional=False)
     assert caught.value.field == "metadata"
 
 
