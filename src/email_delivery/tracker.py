@@ -193,7 +193,9 @@ class DeliveryTracker:
         """``connections``: how many connections of the engine's pool the tracker uses at most
         and keeps checked out between calls (default: the pool's ``pool_size``; 0 checks one
         out per call instead). A pool checkout and check-in cost more CPU than the call
-        itself; ``await tracker.aclose()`` (or ``async with tracker``) gives them back."""
+        itself; ``await tracker.aclose()`` (or ``async with tracker``) gives them back.
+        Other code sharing the engine gets only what the tracker leaves: give the tracker its
+        own engine, or ``connections`` below ``pool_size``."""
         # The engine, not its pool: engine.dispose() replaces the pool.
         self._engine = _engine_of(bind)
         if connections is None:
@@ -217,6 +219,9 @@ class DeliveryTracker:
         self._open -= len(idle)
         for fairy in idle:
             await greenlet_spawn(fairy.close)
+        # Closes started in the background must finish before the caller's loop ends.
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
     async def _acquire(self) -> Any:
         while self._idle:
@@ -240,7 +245,11 @@ class DeliveryTracker:
             return await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
-                self._release(waiter.result())
+                handed = waiter.result()
+                if handed is None:
+                    self._wake_one()  # a free slot, not a connection: pass it on
+                else:
+                    self._release(handed)
             raise
 
     def _release(self, fairy: Any) -> None:
@@ -257,11 +266,15 @@ class DeliveryTracker:
 
     def _discard(self, fairy: Any) -> None:
         self._open -= 1
-        if self._waiters:
-            # A waiter may now open a connection of its own: wake one to retry.
+        self._wake_one()
+
+    def _wake_one(self) -> None:
+        """A slot is free: wake one waiter (with None) to open a connection of its own."""
+        while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
+                return
 
     def _spawn_close(self, fairy: Any) -> None:
         task = asyncio.get_running_loop().create_task(greenlet_spawn(fairy.close))

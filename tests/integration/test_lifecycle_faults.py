@@ -7,8 +7,9 @@ from datetime import timedelta
 
 import asyncpg
 import pytest
+from sqlalchemy.util import greenlet_spawn
 
-from email_delivery import DeliveryStatus, DeliveryTracker
+from email_delivery import DeliveryStatus, DeliveryTracker, make_engine
 from tests.cluster import WORKER_LOGIN, Cluster
 from tests.lifecycle_support import events, expire_claim
 
@@ -130,3 +131,23 @@ async def test_a_kept_connection_killed_while_idle_is_replaced(
     await asyncio.sleep(0.05)
     claim = await worker_tracker.claim("d1", lease=LEASE)
     assert claim is not None
+
+
+async def test_a_cancelled_waiter_passes_a_freed_slot_on(cluster: Cluster, database: str) -> None:
+    # The interleaving of a real fault, driven step by step: the tracker's only connection
+    # breaks while a call waits for it, and that waiting call is cancelled before it runs.
+    engine = make_engine(cluster.url(database, WORKER_LOGIN), pool_size=1, max_overflow=0)
+    tracker = DeliveryTracker(engine, connections=1)
+    try:
+        fairy = await tracker._acquire()
+        waiting = asyncio.create_task(tracker._acquire())
+        await asyncio.sleep(0)  # queued behind the held connection
+        tracker._discard(fairy)  # broken: the waiter is woken to open its own connection
+        waiting.cancel()  # ... and cancelled before it gets to run
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        await greenlet_spawn(fairy.invalidate)
+        assert await tracker.get("nothing-here") is None  # the slot was not lost or poisoned
+    finally:
+        await tracker.aclose()
+        await engine.dispose()
