@@ -24,12 +24,14 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
+import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import Connection
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import NullPool
 
 from email_delivery import queries, retention
+from email_delivery.engine import make_engine, pooler_for
 from email_delivery.urls import DatabaseUrlError, database_url_from_env
 
 PROG = "email-delivery"
@@ -279,8 +281,11 @@ def _engine() -> AsyncEngine:
     except DatabaseUrlError as exc:
         hint = "export DATABASE_URL=postgresql://USER:PASSWORD@HOST:5432/DB"
         raise CliError(str(exc), hint) from None
-    return create_async_engine(
-        url, poolclass=NullPool, connect_args={"timeout": _CONNECT_TIMEOUT_S}
+    return make_engine(
+        url,
+        pooler=pooler_for(url),
+        poolclass=NullPool,
+        connect_args={"timeout": _CONNECT_TIMEOUT_S},
     )
 
 
@@ -322,7 +327,7 @@ def translate(exc: BaseException) -> CliError | None:
             "connect as a login in email_reader (reads), email_writer, or the schema owner "
             "(migrate, verify, requeue, prune)",
         )
-    if state in {"42P01", "3F000"}:
+    if state in {"42P01", "3F000", "42883"}:
         return CliError(
             "schema email is not migrated in this database",
             f"run `{PROG} migrate upgrade` as the database owner",
@@ -765,7 +770,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Typed input errors (queries, retention, validation) name the field.
         err.write(f"{PROG}: error: {exc} (hint: {PROG} {args.command} --help)\n")
         return 2
-    except (SQLAlchemyError, DBAPIError, OSError) as exc:
+    # The tracker talks to asyncpg directly, so its errors arrive unwrapped.
+    except (SQLAlchemyError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         translated = translate(exc)
         if translated is None:
             raise

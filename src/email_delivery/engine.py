@@ -22,9 +22,19 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from email_delivery.urls import async_url
 
-__all__ = ["Pooler", "make_engine"]
+__all__ = ["TRANSACTION_POOLER_PORT", "Pooler", "make_engine", "pooler_for"]
 
 Pooler = Literal["direct", "session", "transaction"]
+
+TRANSACTION_POOLER_PORT = 6543
+"""Where Supavisor (and PgBouncer, by Supabase's convention) listen in transaction mode."""
+
+
+def pooler_for(url: str | URL) -> Pooler:
+    """The mode a bare URL implies: ``transaction`` on port 6543, else ``direct``."""
+    return "transaction" if async_url(url).port == TRANSACTION_POOLER_PORT else "direct"
+
+
 _POOLERS: tuple[str, ...] = ("direct", "session", "transaction")
 
 

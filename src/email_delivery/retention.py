@@ -232,14 +232,8 @@ async def prune(
     batch with the report so far. Must run as the table owner.
     """
     _check(older_than, keep_failed_for, batch_size, scrub_after)
-    moment = now or datetime.now().astimezone()
-    if moment.tzinfo is None:
+    if now is not None and now.tzinfo is None:
         raise InvalidRetentionWindow("now", "must be timezone-aware")
-    deletions = [
-        (DeliveryStatus.SENT, moment - older_than),
-        (DeliveryStatus.FAILED, moment - keep_failed_for),
-        (DeliveryStatus.DEAD_LETTER, moment - keep_failed_for),
-    ]
     report = PruneReport(dry_run=dry_run)
     started = time.perf_counter()
     async with engine.connect() as conn:
@@ -248,6 +242,13 @@ async def prune(
                 f"permission denied: {(await conn.execute(text('SELECT current_user'))).scalar()}"
                 " may not delete from email.deliveries; retention runs as the table owner"
             )
+        # The windows are measured by the database's clock, as the timestamps were written.
+        moment: datetime = now or (await conn.execute(text("SELECT now()"))).scalar_one()
+        deletions = [
+            (DeliveryStatus.SENT, moment - older_than),
+            (DeliveryStatus.FAILED, moment - keep_failed_for),
+            (DeliveryStatus.DEAD_LETTER, moment - keep_failed_for),
+        ]
         report.expected_deliveries = 0
         for status, cutoff in deletions:
             params = {"status": status.value, "cutoff": cutoff}

@@ -220,15 +220,28 @@ def public_problems(conn: Connection) -> list[str]:
     """Objects of ours in ``public`` (another Alembic history there is not ours)."""
     relations, types, functions = _our_names()
     problems = []
-    rows = conn.execute(
+    # Another application may well have a table called deliveries: it is ours only when its
+    # columns are ours too.
+    columns_of = {view.signature: None for view in ddl.VIEWS} | {
+        table.name: sorted(table.columns.keys()) for table in Base.metadata.tables.values()
+    }
+    relation_rows = conn.execute(
         text(
-            "SELECT c.relname FROM pg_catalog.pg_class c "
+            "SELECT c.relname, array_agg(a.attname::text ORDER BY a.attname::text) "
+            "FROM pg_catalog.pg_class c "
+            "JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 "
+            "AND NOT a.attisdropped "
             "WHERE c.relnamespace = 'public'::regnamespace AND c.relname = ANY(:names) "
-            "AND c.relkind IN ('r', 'p', 'v', 'm') AND c.relname <> 'alembic_version'"
+            "AND c.relkind IN ('r', 'p', 'v', 'm') AND c.relname <> 'alembic_version' "
+            "GROUP BY c.relname"
         ),
         {"names": sorted(relations)},
-    ).scalars()
-    problems += [f"object of ours in schema public: public.{name}" for name in rows]
+    ).all()
+    problems += [
+        f"object of ours in schema public: public.{name}"
+        for name, columns in relation_rows
+        if columns_of.get(name) in (None, sorted(columns))
+    ]
     rows = conn.execute(
         text(
             "SELECT t.typname FROM pg_catalog.pg_type t "

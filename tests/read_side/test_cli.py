@@ -134,7 +134,9 @@ async def test_stuck_lists_idle_work(cli, seeded_db: str) -> None:
     assert code == 0 and out.count("\n") == 2
 
 
-async def test_stuck_reap_takes_back_an_expired_claim(cli, cluster: Cluster, database: str) -> None:
+async def test_stuck_reap_takes_back_an_expired_claim(
+    cli, cluster: Cluster, database: str, caplog: pytest.LogCaptureFixture
+) -> None:
     await seed(
         cluster,
         database,
@@ -150,9 +152,12 @@ async def test_stuck_reap_takes_back_an_expired_claim(cli, cluster: Cluster, dat
     assert document["reaped"] == [{"delivery_id": "crashed", "status": "retrying", "attempts": 1}]
     code, out, _ = cli(database, "status", "live", "--json")
     assert json.loads(out)["status"] == "in_progress"
+    assert not _logged_errors(caplog)
 
 
-async def test_requeue(cli, cluster: Cluster, database: str) -> None:
+async def test_requeue(
+    cli, cluster: Cluster, database: str, caplog: pytest.LogCaptureFixture
+) -> None:
     await seed(cluster, database, (Row("dead", "invite", ADA, "dead_letter", 5, D, D),))
     code, out, _ = cli(database, "requeue", "dead", "--reason", "SMTP credentials fixed", "--json")
     assert code == 0
@@ -161,6 +166,25 @@ async def test_requeue(cli, cluster: Cluster, database: str) -> None:
     assert code == 0 and out.startswith("not requeued dead: it is queued")
     code, _, err = cli(database, "requeue", "nope", "--reason", "x")
     assert code == 2 and "no delivery with id 'nope'" in _one_error_line(err)
+    # The tracker's connections are closed before the command returns: no logged noise.
+    assert not _logged_errors(caplog)
+
+
+async def test_tracker_commands_fail_with_one_line(
+    cli, database: str, empty_database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    for args in (("requeue", "d1", "--reason", "x"), ("stuck", "--older-than", "10m", "--reap")):
+        code, _, err = cli(empty_database, *args)
+        assert code == 2 and "schema email is not migrated" in _one_error_line(err), args
+    code, _, err = cli(database, "requeue", "d1", "--reason", "x", user=WORKER_LOGIN)
+    assert code == 2 and "permission denied" in _one_error_line(err)
+    code, _, err = cli(database, "stuck", "--older-than", "10m", "--reap", user=NOBODY_LOGIN)
+    assert code == 2 and "permission denied" in _one_error_line(err)
+    assert not _logged_errors(caplog)
+
+
+def _logged_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelname in {"ERROR", "CRITICAL"}]
 
 
 async def test_prune_dry_run_then_for_real_with_a_progress_bar(
@@ -207,7 +231,9 @@ async def test_verify_passes_at_head_and_names_each_hand_made_drift(
         )
         await owner.execute("ALTER TABLE email.deliveries DISABLE ROW LEVEL SECURITY")
         await owner.execute("GRANT SELECT ON email.delivery_stats_daily TO anon")
-        await owner.execute("CREATE TABLE public.delivery_events (id int)")
+        await owner.execute("CREATE TABLE public.delivery_events (LIKE email.delivery_events)")
+        # Another application's table of the same name is not ours.
+        await owner.execute("CREATE TABLE public.deliveries (id int, address text)")
     finally:
         await owner.close()
     code, out, _ = cli(database, "verify")
