@@ -393,6 +393,30 @@ def _reject_secrets(value: str, what: str) -> str:
     END IF;"""
 
 
+def _transition_function(signature: str, *, body: str, declare: str = "") -> PGFunction:
+    """A conditional transition: ``body`` ends in ``RETURN QUERY WITH updated AS (UPDATE …
+    RETURNING …)``; the row comes back with ``changed``, or as it is when nothing changed."""
+    return PGFunction(
+        schema=SCHEMA,
+        signature=signature,
+        definition=f"""
+RETURNS TABLE({_OUT}, changed boolean)
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+#variable_conflict use_column
+DECLARE
+    hit boolean;
+    {declare}
+BEGIN
+{body.strip(chr(10))}
+    SELECT updated.*, true FROM updated;
+    {_UNCHANGED_ROW_TAIL}
+END
+$$""",
+    )
+
+
 def _reject_caller_json(value: str, what: str, *, metadata: bool, array: bool = False) -> str:
     """PL/pgSQL rejecting what Python's validation rejects in a caller's object: a secret
     (ED003), more than its share of 16 KiB, and in metadata the lifecycle's own keys."""
@@ -546,19 +570,10 @@ END
 $$""",
 )
 
-mark_delivery_sent = PGFunction(
-    schema=SCHEMA,
-    signature=_SIG_SENT,
-    definition=f"""
-RETURNS TABLE({_OUT}, changed boolean)
-LANGUAGE plpgsql
-SET search_path = ''
-AS $$
-#variable_conflict use_column
-DECLARE
-    hit boolean;
-    secret text;
-BEGIN
+mark_delivery_sent = _transition_function(
+    _SIG_SENT,
+    declare="secret text;",
+    body=f"""
     {_reject_caller_json("p_payload", "payload", metadata=False)}
     -- Any attempt's success is the truth, even a superseded one or after failed/dead_letter.
     PERFORM set_config('{EVENT_PAYLOAD_SETTING}',
@@ -571,25 +586,13 @@ BEGIN
         SET status = 'sent', last_error_code = NULL, last_error_message = NULL
         WHERE d.delivery_id = p_delivery_id AND d.status <> 'sent'
         RETURNING {_D})
-    SELECT updated.*, true FROM updated;
-    {_UNCHANGED_ROW_TAIL}
-END
-$$""",
+""",
 )
 
-mark_delivery_failed = PGFunction(
-    schema=SCHEMA,
-    signature=_SIG_FAILED,
-    definition=f"""
-RETURNS TABLE({_OUT}, changed boolean)
-LANGUAGE plpgsql
-SET search_path = ''
-AS $$
-#variable_conflict use_column
-DECLARE
-    hit boolean;
-    secret text;
-BEGIN
+mark_delivery_failed = _transition_function(
+    _SIG_FAILED,
+    declare="secret text;",
+    body=f"""
     IF p_max_attempts IS NULL OR p_max_attempts < 1 THEN
         RAISE EXCEPTION 'max_attempts must be at least 1, not %', p_max_attempts
             USING ERRCODE = '22023';
@@ -610,24 +613,12 @@ BEGIN
         WHERE d.delivery_id = p_delivery_id
           AND d.status = 'in_progress' AND d.attempts = p_attempt
         RETURNING {_D})
-    SELECT updated.*, true FROM updated;
-    {_UNCHANGED_ROW_TAIL}
-END
-$$""",
+""",
 )
 
-mark_delivery_dead_letter = PGFunction(
-    schema=SCHEMA,
-    signature=_SIG_DEAD_LETTER,
-    definition=f"""
-RETURNS TABLE({_OUT}, changed boolean)
-LANGUAGE plpgsql
-SET search_path = ''
-AS $$
-#variable_conflict use_column
-DECLARE
-    hit boolean;
-BEGIN
+mark_delivery_dead_letter = _transition_function(
+    _SIG_DEAD_LETTER,
+    body=f"""
     -- queued/in_progress/retrying move to dead_letter with the reference in metadata (and on
     -- the event). failed and dead_letter keep their status (failed -> dead_letter is not a
     -- transition) and only record a reference they lack. sent never changes.
@@ -649,24 +640,12 @@ BEGIN
                OR (d.status IN ('failed', 'dead_letter')
                    AND d.metadata->'{DEAD_LETTER_REFERENCE_KEY}' IS NULL))
         RETURNING {_D})
-    SELECT updated.*, true FROM updated;
-    {_UNCHANGED_ROW_TAIL}
-END
-$$""",
+""",
 )
 
-requeue_delivery = PGFunction(
-    schema=SCHEMA,
-    signature=_SIG_REQUEUE,
-    definition=f"""
-RETURNS TABLE({_OUT}, changed boolean)
-LANGUAGE plpgsql
-SET search_path = ''
-AS $$
-#variable_conflict use_column
-DECLARE
-    hit boolean;
-BEGIN
+requeue_delivery = _transition_function(
+    _SIG_REQUEUE,
+    body=f"""
     IF p_reason IS NULL OR btrim(p_reason) = '' THEN
         RAISE EXCEPTION 'a requeue needs a reason' USING ERRCODE = '22023';
     END IF;
@@ -681,10 +660,7 @@ BEGIN
             metadata = d.metadata || jsonb_build_object('{REQUEUED_AT_ATTEMPT_KEY}', d.attempts)
         WHERE d.delivery_id = p_delivery_id AND d.status IN ('failed', 'dead_letter')
         RETURNING {_D})
-    SELECT updated.*, true FROM updated;
-    {_UNCHANGED_ROW_TAIL}
-END
-$$""",
+""",
 )
 
 reap_stale_deliveries = PGFunction(
