@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from email_delivery import ddl
@@ -42,8 +42,13 @@ SCRUB_KEEPS_METADATA_KEYS = (ddl.DEAD_LETTER_REFERENCE_KEY, ddl.REQUEUED_AT_ATTE
 """Operational references, not personal data: a scrub keeps them (see ``prune``)."""
 _KEPT_KEYS = ", ".join(f"'{key}'" for key in SCRUB_KEEPS_METADATA_KEYS)
 
-_PRUNE_BATCH = text(
-    f"""
+
+def _batch_statement(action: str, *, rows: str, events: str) -> TextClause:
+    """One batch of a walk in ``(queued_at, delivery_id)`` order from a cursor: lock up to
+    ``:batch_size`` finished rows (skipping any a worker holds), apply ``action`` (CTEs that
+    re-check status and age themselves), and return the counts and the next cursor."""
+    return text(
+        f"""
 WITH batch AS (
     SELECT d.delivery_id, d.queued_at
     FROM email.deliveries d
@@ -52,7 +57,21 @@ WITH batch AS (
     ORDER BY d.queued_at, d.delivery_id
     LIMIT :batch_size
     FOR UPDATE SKIP LOCKED
-), gone AS (
+), {action.strip()}, last AS (
+    SELECT queued_at, delivery_id FROM batch ORDER BY queued_at DESC, delivery_id DESC LIMIT 1
+)
+SELECT (SELECT count(*) FROM batch) AS scanned,
+       (SELECT count(*) FROM {rows}) AS deliveries,
+       (SELECT count(*) FROM {events}) AS events,
+       (SELECT queued_at FROM last) AS last_queued_at,
+       (SELECT delivery_id FROM last) AS last_id
+"""
+    )
+
+
+_PRUNE_BATCH = _batch_statement(
+    f"""
+gone AS (
     DELETE FROM email.deliveries d
     USING batch
     WHERE d.delivery_id = batch.delivery_id
@@ -64,28 +83,14 @@ WITH batch AS (
     USING gone
     WHERE e.delivery_id = gone.delivery_id
     RETURNING 1
-), last AS (
-    SELECT queued_at, delivery_id FROM batch ORDER BY queued_at DESC, delivery_id DESC LIMIT 1
-)
-SELECT (SELECT count(*) FROM batch) AS scanned,
-       (SELECT count(*) FROM gone) AS deliveries,
-       (SELECT count(*) FROM gone_events) AS events,
-       (SELECT queued_at FROM last) AS last_queued_at,
-       (SELECT delivery_id FROM last) AS last_id
-"""
+)""",
+    rows="gone",
+    events="gone_events",
 )
 
-_SCRUB_BATCH = text(
+_SCRUB_BATCH = _batch_statement(
     f"""
-WITH batch AS (
-    SELECT d.delivery_id, d.queued_at
-    FROM email.deliveries d
-    WHERE d.status = CAST(:status AS email.delivery_status) AND d.queued_at < :cutoff
-      AND (d.queued_at, d.delivery_id) > (:after_queued_at, :after_id)
-    ORDER BY d.queued_at, d.delivery_id
-    LIMIT :batch_size
-    FOR UPDATE SKIP LOCKED
-), scrubbed AS (
+scrubbed AS (
     UPDATE email.deliveries d
     SET metadata = (SELECT coalesce(jsonb_object_agg(m.key, m.value), '{{}}'::jsonb)
                     FROM jsonb_each(d.metadata) AS m
@@ -109,15 +114,9 @@ WITH batch AS (
                     AND d.status = CAST(:status AS email.delivery_status)
                     AND {_FINISHED_AT} < :cutoff)
     RETURNING 1
-), last AS (
-    SELECT queued_at, delivery_id FROM batch ORDER BY queued_at DESC, delivery_id DESC LIMIT 1
-)
-SELECT (SELECT count(*) FROM batch) AS scanned,
-       (SELECT count(*) FROM scrubbed) AS deliveries,
-       (SELECT count(*) FROM scrubbed_events) AS events,
-       (SELECT queued_at FROM last) AS last_queued_at,
-       (SELECT delivery_id FROM last) AS last_id
-"""
+)""",
+    rows="scrubbed",
+    events="scrubbed_events",
 )
 
 _COUNT = text(
