@@ -8,7 +8,9 @@ same shape, migrates a template database as the non-superuser owner, and clones 
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,6 +104,16 @@ class Cluster:
             await conn.execute(f'CREATE DATABASE "{name}" OWNER {OWNER}{clause}')
         finally:
             await conn.close()
+
+    @contextlib.asynccontextmanager
+    async def clone(self, template: str, purpose: str) -> AsyncIterator[str]:
+        """A fresh copy of ``template`` (``CREATE DATABASE … TEMPLATE``), dropped afterwards."""
+        name = self.new_database_name(purpose)
+        await self.create_database(name, template=template)
+        try:
+            yield name
+        finally:
+            await self.drop_database(name)
 
     async def drop_database(self, name: str) -> None:
         conn = await self.admin()

@@ -35,10 +35,8 @@ async def template_database(cluster: Cluster) -> AsyncIterator[str]:
 @pytest.fixture
 async def database(cluster: Cluster, template_database: str) -> AsyncIterator[str]:
     """A fresh database at head, cloned from the template."""
-    name = cluster.new_database_name("t")
-    await cluster.create_database(name, template=template_database)
-    yield name
-    await cluster.drop_database(name)
+    async with cluster.clone(template_database, "t") as name:
+        yield name
 
 
 @pytest.fixture

@@ -33,10 +33,8 @@ async def owner(cluster: Cluster, database: str) -> AsyncIterator[asyncpg.Connec
 @pytest.fixture(scope="module")
 async def module_database(cluster: Cluster, template_database: str) -> AsyncIterator[str]:
     """One clone for a module whose tests each roll back or use their own rows."""
-    name = cluster.new_database_name("m")
-    await cluster.create_database(name, template=template_database)
-    yield name
-    await cluster.drop_database(name)
+    async with cluster.clone(template_database, "m") as name:
+        yield name
 
 
 @pytest.fixture

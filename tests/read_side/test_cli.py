@@ -37,11 +37,9 @@ def cli(
 
 @pytest.fixture(scope="module")
 async def seeded_db(cluster: Cluster, template_database: str) -> AsyncIterator[str]:
-    name = cluster.new_database_name("rc")
-    await cluster.create_database(name, template=template_database)
-    await seed(cluster, name)
-    yield name
-    await cluster.drop_database(name)
+    async with cluster.clone(template_database, "rc") as name:
+        await seed(cluster, name)
+        yield name
 
 
 def _one_error_line(err: str) -> str:

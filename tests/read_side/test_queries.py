@@ -33,15 +33,13 @@ class Engines:
 
 @pytest.fixture(scope="module")
 async def seeded(cluster: Cluster, template_database: str) -> AsyncIterator[Engines]:
-    name = cluster.new_database_name("rq")
-    await cluster.create_database(name, template=template_database)
-    now = await seed(cluster, name)
-    async_engine = create_async_engine(cluster.url(name), poolclass=NullPool)
-    sync_engine = create_engine(sync_url(cluster.url(name)), poolclass=NullPool)
-    yield Engines(async_engine, sync_engine, now)
-    await async_engine.dispose()
-    sync_engine.dispose()
-    await cluster.drop_database(name)
+    async with cluster.clone(template_database, "rq") as name:
+        now = await seed(cluster, name)
+        async_engine = create_async_engine(cluster.url(name), poolclass=NullPool)
+        sync_engine = create_engine(sync_url(cluster.url(name)), poolclass=NullPool)
+        yield Engines(async_engine, sync_engine, now)
+        await async_engine.dispose()
+        sync_engine.dispose()
 
 
 KINDS = pytest.mark.parametrize("kind", ["async", "sync"])
