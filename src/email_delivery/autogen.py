@@ -10,23 +10,17 @@ from __future__ import annotations
 from typing import Any
 
 import alembic_postgresql_enum  # noqa: F401 - registers enum value comparison
-from alembic_utils.pg_function import PGFunction
-from alembic_utils.pg_policy import PGPolicy
-from alembic_utils.pg_trigger import PGTrigger
-from alembic_utils.pg_view import PGView
 from alembic_utils.replaceable_entity import register_entities
 
-from email_delivery import ddl
+from email_delivery import catalog
 from email_delivery.base import SCHEMA, Base
 
-# PGView reflects every view of the schema (so a view added by hand shows as drift);
-# ddl.SecurityInvokerView is the class of our own views (they carry security_invoker).
-ENTITY_TYPES = (PGFunction, PGTrigger, PGPolicy, PGView, ddl.SecurityInvokerView)
+ENTITY_TYPES = catalog.ENTITY_TYPES
 
 
 def register() -> None:
-    """Register ``ddl.ENTITIES`` with alembic_utils (idempotent)."""
-    register_entities(ddl.ENTITIES, entity_types=ENTITY_TYPES)
+    """Register the head's SQL objects with alembic_utils (idempotent)."""
+    register_entities(list(catalog.head().entities), entity_types=ENTITY_TYPES)
 
 
 def include_name(name: str | None, type_: str, parent_names: dict[str, Any]) -> bool:

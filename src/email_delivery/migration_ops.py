@@ -1,16 +1,24 @@
-"""Hand-written Alembic operations for what autogenerate does not manage: roles, grants, RLS.
+"""Hand-written Alembic operations for what autogenerate does not manage: roles, grants, RLS,
+and the frozen SQL objects (functions, triggers, policies, views) of each revision.
 
 Each operation is a small value object with a ``reverse()``; importing this module registers
-them on ``alembic.op`` (``op.create_group_role(...)`` and so on). Every statement is plain SQL
-with no catalog read on the Python side, so ``alembic upgrade --sql`` renders them too.
+them on ``alembic.op`` (``op.create_group_role(...)``, ``op.create_sql_object(...)`` and so
+on). Every statement is plain SQL with no catalog read on the Python side, so ``alembic
+upgrade --sql`` renders them too. Revisions may import this module (and ``base``): nothing
+here reads a head definition.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from alembic.operations import MigrateOperation, Operations
+
+from email_delivery.sql import KINDS, SqlObject, parse_object
 
 
 def _quote_ident(name: str) -> str:
@@ -226,3 +234,126 @@ def _enable_rls(operations: Operations, operation: EnableRowLevelSecurityOp) -> 
 @Operations.implementation_for(DisableRowLevelSecurityOp)
 def _disable_rls(operations: Operations, operation: DisableRowLevelSecurityOp) -> None:
     operations.execute(f"ALTER TABLE {operation.table} DISABLE ROW LEVEL SECURITY")
+
+
+# ---------------------------------------------------------------------------------------------
+# Frozen SQL objects: a revision's own copies of the functions, triggers, policies and views it
+# creates, in .sql files beside it (``alembic/versions/<revision>/<kind>/<name>.sql``).
+# ---------------------------------------------------------------------------------------------
+
+
+def frozen_object(path: str | Path) -> SqlObject:
+    """The object a frozen file creates: its statement, name and identity (for DROP).
+
+    The file's directory names its kind; a frozen file has no placeholders (it was rendered
+    when the revision was written), so it means the same forever.
+    """
+    file = Path(path)
+    kind = KINDS.get(file.parent.name)
+    if kind is None:
+        raise ValueError(f"{file}: not under functions/, triggers/, policies/ or views/")
+    text = file.read_text(encoding="utf-8")
+    if "/*{" in text:
+        raise ValueError(f"{file}: a frozen file may not hold placeholders")
+    return parse_object(kind, text, where=str(file))
+
+
+def _run(operations: Operations, statement: str) -> None:
+    # Alembic wraps a string in text(), where ":name" is a bind parameter; a colon inside a
+    # function body (a comment, a regex) must stay a colon. "::" casts are never binds.
+    operations.execute(re.sub(r"(?<!:):(?!:)", r"\\:", statement))
+
+
+_recorded: list[tuple[str, Path]] | None = None
+
+
+@contextmanager
+def recording_sql_objects() -> Iterator[list[tuple[str, Path]]]:
+    """Record ``(action, path)`` of every frozen-object op run meanwhile (offline replays
+    of the history, see ``email_delivery.sql.revision``)."""
+    global _recorded
+    previous, _recorded = _recorded, []
+    try:
+        yield _recorded
+    finally:
+        _recorded = previous
+
+
+def _record(action: str, path: str) -> None:
+    if _recorded is not None:
+        _recorded.append((action, Path(path)))
+
+
+@Operations.register_operation("create_sql_object")
+@dataclass(frozen=True, kw_only=True)
+class CreateSqlObjectOp(MigrateOperation):
+    """Create the function, trigger, policy or view of a frozen file."""
+
+    path: str
+
+    @classmethod
+    def create_sql_object(cls, operations: Operations, path: str | Path) -> None:
+        operations.invoke(cls(path=str(path)))
+
+    def reverse(self) -> DropSqlObjectOp:
+        return DropSqlObjectOp(path=self.path)
+
+
+@Operations.register_operation("drop_sql_object")
+@dataclass(frozen=True, kw_only=True)
+class DropSqlObjectOp(MigrateOperation):
+    """Drop the object a frozen file created (the file names it, so its reverse can
+    re-create it exactly)."""
+
+    path: str
+
+    @classmethod
+    def drop_sql_object(cls, operations: Operations, path: str | Path) -> None:
+        operations.invoke(cls(path=str(path)))
+
+    def reverse(self) -> CreateSqlObjectOp:
+        return CreateSqlObjectOp(path=self.path)
+
+
+@Operations.register_operation("replace_sql_object")
+@dataclass(frozen=True, kw_only=True)
+class ReplaceSqlObjectOp(MigrateOperation):
+    """Replace an object by the definition of another frozen file (``previous`` is the file
+    it replaces: the reverse puts that one back). Functions, triggers and views are replaced
+    in place (CREATE OR REPLACE keeps their grants); a policy is dropped and created. A
+    function whose result type changes cannot be replaced: drop and create it instead."""
+
+    path: str
+    previous: str
+
+    @classmethod
+    def replace_sql_object(
+        cls, operations: Operations, path: str | Path, *, previous: str | Path
+    ) -> None:
+        operations.invoke(cls(path=str(path), previous=str(previous)))
+
+    def reverse(self) -> ReplaceSqlObjectOp:
+        return ReplaceSqlObjectOp(path=self.previous, previous=self.path)
+
+
+@Operations.implementation_for(CreateSqlObjectOp)
+def _create_sql_object(operations: Operations, operation: CreateSqlObjectOp) -> None:
+    _record("create", operation.path)
+    _run(operations, frozen_object(operation.path).statement)
+
+
+@Operations.implementation_for(DropSqlObjectOp)
+def _drop_sql_object(operations: Operations, operation: DropSqlObjectOp) -> None:
+    _record("drop", operation.path)
+    _run(operations, frozen_object(operation.path).drop_statement)
+
+
+@Operations.implementation_for(ReplaceSqlObjectOp)
+def _replace_sql_object(operations: Operations, operation: ReplaceSqlObjectOp) -> None:
+    new, old = frozen_object(operation.path), frozen_object(operation.previous)
+    if (new.kind, new.identity, new.on) != (old.kind, old.identity, old.on):
+        raise ValueError(f"{operation.path} does not replace {operation.previous}: another object")
+    _record("replace", operation.path)
+    if new.kind == "policy":
+        _run(operations, old.drop_statement)
+    _run(operations, new.statement)

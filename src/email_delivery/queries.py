@@ -26,18 +26,20 @@ from typing import Any, Literal
 
 from sqlalchemy import (
     ColumnElement,
-    Float,
+    DateTime,
+    Integer,
     Select,
-    and_,
+    Text,
+    bindparam,
+    column,
     func,
     literal_column,
-    null,
     select,
     tuple_,
 )
 from sqlalchemy.dialects.postgresql import JSONB, aggregate_order_by
 
-from email_delivery import ddl
+from email_delivery import catalog, rules
 from email_delivery.models import Delivery, DeliveryEvent, DeliveryStatus
 
 __all__ = [
@@ -55,9 +57,8 @@ __all__ = [
     "workflow_stats",
 ]
 
-ACTIVE_STATUSES = (DeliveryStatus.QUEUED, DeliveryStatus.IN_PROGRESS, DeliveryStatus.RETRYING)
-"""Not finished: the worker still owes these an attempt or a report."""
-TERMINAL_STATUSES = (DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.DEAD_LETTER)
+ACTIVE_STATUSES = rules.ACTIVE_STATUSES
+TERMINAL_STATUSES = rules.TERMINAL_STATUSES
 
 Bucket = Literal["hour", "day"]
 
@@ -235,23 +236,9 @@ def pending_deliveries(
 # Per-workflow statistics
 # ---------------------------------------------------------------------------------------------
 
-STATS_COLUMNS = (
-    "workflow",
-    "bucket",
-    "total",
-    "sent",
-    "failed",
-    "dead_letter",
-    "in_flight",
-    "success_rate",
-    "retry_rate",
-    "mean_attempts",
-    "latency_p50_s",
-    "latency_p95_s",
-    "latency_p99_s",
-    "top_error_codes",
-)
-"""Columns of ``workflow_stats`` and of the ``email.delivery_stats_*`` views, in order."""
+STATS_COLUMNS = catalog.head().function("delivery_stats").result_columns
+"""Columns of ``workflow_stats`` and of the ``email.delivery_stats_*`` views, in order: the
+result columns of ``email.delivery_stats`` (``sql/functions/delivery_stats.sql``)."""
 
 
 def workflow_stats(
@@ -260,11 +247,13 @@ def workflow_stats(
     until: datetime | None = None,
     bucket: Bucket | None = None,
     workflow: str | None = None,
-    top_errors: int = ddl.TOP_ERROR_CODES,
+    top_errors: int = rules.TOP_ERROR_CODES,
 ) -> Select[Any]:
     """Statistics of the deliveries queued in ``[since, until)``, per workflow (and bucket).
 
-    Columns (``STATS_COLUMNS``; ``bucket`` is NULL unless bucketed by UTC hour or day):
+    A call of ``email.delivery_stats``, the one definition the dashboard views read too, so
+    the two never disagree. Columns (``STATS_COLUMNS``; ``bucket`` is NULL unless bucketed
+    by UTC hour or day):
 
     - ``total``, ``sent``, ``failed``, ``dead_letter``, ``in_flight`` (queued, in_progress
       or retrying): counts by current status;
@@ -277,7 +266,8 @@ def workflow_stats(
       ``last_error_code`` values (the error that ended or is holding up each delivery; errors
       that a retry overcame are in the audit trail and in ``retry_rate``).
 
-    Uses ``(queued_at)``; a 24-hour window reads only that day's rows.
+    Uses ``(queued_at)``; a 24-hour window reads only that day's rows. The arguments are
+    checked here first (``InvalidQueryArgument`` names the field) and again by the database.
     """
     if since.tzinfo is None:
         raise InvalidQueryArgument("since", "must be timezone-aware")
@@ -289,123 +279,11 @@ def workflow_stats(
         raise InvalidQueryArgument("bucket", "must be 'hour', 'day' or None")
     if not 0 <= top_errors <= 20:
         raise InvalidQueryArgument("top_errors", "must be between 0 and 20")
-
-    bucket_expr: ColumnElement[Any] = (
-        func.date_bin(
-            literal_column(f"interval '1 {bucket}'"),
-            _D.queued_at,
-            literal_column(ddl.STATS_BUCKET_ORIGIN),
-        )
-        if bucket
-        else null()
-    )
-    window = [_D.queued_at >= since]
-    if until is not None:
-        window.append(_D.queued_at < until)
-    if workflow is not None:
-        window.append(_D.workflow == workflow)
-    base = (
-        select(
-            _D.workflow,
-            bucket_expr.label("bucket"),
-            _D.status,
-            _D.attempts,
-            _D.last_error_code,
-            func.extract("epoch", _D.sent_at - _D.queued_at).cast(Float).label("latency_s"),
-        )
-        .where(and_(*window))
-        .cte("base")
-    )
-    b = base.c
-    keys = [b.workflow, b.bucket] if bucket else [b.workflow]
-
-    counted = func.count()
-    ranked = (
-        select(
-            *keys,
-            b.last_error_code.label("code"),
-            counted.label("n"),
-            func.row_number()
-            .over(partition_by=keys, order_by=(func.count().desc(), b.last_error_code))
-            .label("rank"),
-        )
-        .where(b.last_error_code.is_not(None))
-        .group_by(*keys, b.last_error_code)
-        .subquery("ranked")
-    )
-    r_keys = [ranked.c.workflow, ranked.c.bucket] if bucket else [ranked.c.workflow]
-    errors = (
-        select(
-            *r_keys,
-            func.jsonb_agg(
-                aggregate_order_by(
-                    func.jsonb_build_object(
-                        literal_column("'code'"),
-                        ranked.c.code,
-                        literal_column("'count'"),
-                        ranked.c.n,
-                    ),
-                    ranked.c.n.desc(),
-                    ranked.c.code,
-                )
-            ).label("top_error_codes"),
-        )
-        .where(ranked.c.rank <= top_errors)
-        .group_by(*r_keys)
-        .subquery("errors")
-    )
-
-    def share(part: ColumnElement[Any], whole: ColumnElement[Any]) -> ColumnElement[Any]:
-        return part.cast(Float) / func.nullif(whole, 0)
-
-    sent = func.count().filter(_status_is(b.status, DeliveryStatus.SENT))
-    failed = func.count().filter(_status_is(b.status, DeliveryStatus.FAILED))
-    dead = func.count().filter(_status_is(b.status, DeliveryStatus.DEAD_LETTER))
-    stats = (
-        select(
-            *keys,
-            func.count().label("total"),
-            sent.label("sent"),
-            failed.label("failed"),
-            dead.label("dead_letter"),
-            func.count().filter(_status_in(b.status, ACTIVE_STATUSES)).label("in_flight"),
-            func.count().filter(b.attempts > 1).label("retried"),
-            func.avg(b.attempts).cast(Float).label("mean_attempts"),
-            *(
-                func.percentile_cont(literal_column(q))
-                .within_group(b.latency_s)
-                .label(f"latency_{name}_s")
-                for q, name in (("0.5", "p50"), ("0.95", "p95"), ("0.99", "p99"))
-            ),
-        )
-        .group_by(*keys)
-        .subquery("s")
-    )
-    s = stats.c
-    join_on = and_(
-        errors.c.workflow == s.workflow,
-        *([errors.c.bucket == s.bucket] if bucket else []),
-    )
-    order = [s.workflow, s.bucket] if bucket else [s.workflow]
-    return (
-        select(
-            s.workflow,
-            (s.bucket if bucket else null().cast(_D.queued_at.type)).label("bucket"),
-            s.total,
-            s.sent,
-            s.failed,
-            s.dead_letter,
-            s.in_flight,
-            share(s.sent, s.sent + s.failed + s.dead_letter).label("success_rate"),
-            share(s.retried, s.total).label("retry_rate"),
-            s.mean_attempts,
-            s.latency_p50_s,
-            s.latency_p95_s,
-            s.latency_p99_s,
-            func.coalesce(
-                errors.c.top_error_codes, literal_column("'[]'::jsonb"), type_=JSONB
-            ).label("top_error_codes"),
-        )
-        .select_from(stats.outerjoin(errors, join_on))
-        .order_by(*order)
-    )
+    stats = func.email.delivery_stats(
+        bindparam("since", since, type_=DateTime(timezone=True)),
+        bindparam("until", until, type_=DateTime(timezone=True)),
+        bindparam("bucket", bucket, type_=Text()),
+        bindparam("workflow", workflow, type_=Text()),
+        bindparam("top_errors", top_errors, type_=Integer()),
+    ).table_valued(*(column(name) for name in STATS_COLUMNS))
+    return select(*stats.c).order_by(stats.c.workflow, stats.c.bucket)

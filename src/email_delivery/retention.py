@@ -28,125 +28,30 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import TextClause, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from email_delivery import ddl
+from email_delivery import rules, sql
 from email_delivery.models import DeliveryStatus
 
 __all__ = ["InvalidRetentionWindow", "NotAllowedToPrune", "PruneReport", "prune"]
 
-_FINISHED_AT = "coalesce(d.sent_at, d.last_attempted_at, d.queued_at)"
-
-SCRUB_KEEPS_METADATA_KEYS = (ddl.DEAD_LETTER_REFERENCE_KEY, ddl.REQUEUED_AT_ATTEMPT_KEY)
+SCRUB_KEEPS_METADATA_KEYS = rules.RESERVED_METADATA_KEYS
 """Operational references, not personal data: a scrub keeps them (see ``prune``)."""
-_KEPT_KEYS = ", ".join(f"'{key}'" for key in SCRUB_KEEPS_METADATA_KEYS)
 
-
-def _batch_statement(action: str, *, rows: str, events: str) -> TextClause:
-    """One batch of a walk in ``(queued_at, delivery_id)`` order from a cursor: lock up to
-    ``:batch_size`` finished rows (skipping any a worker holds), apply ``action`` (CTEs that
-    re-check status and age themselves), and return the counts and the next cursor."""
-    return text(
-        f"""
-WITH batch AS (
-    SELECT d.delivery_id, d.queued_at
-    FROM email.deliveries d
-    WHERE d.status = CAST(:status AS email.delivery_status) AND d.queued_at < :cutoff
-      AND (d.queued_at, d.delivery_id) > (:after_queued_at, :after_id)
-    ORDER BY d.queued_at, d.delivery_id
-    LIMIT :batch_size
-    FOR UPDATE SKIP LOCKED
-), {action.strip()}, last AS (
-    SELECT queued_at, delivery_id FROM batch ORDER BY queued_at DESC, delivery_id DESC LIMIT 1
-)
-SELECT (SELECT count(*) FROM batch) AS scanned,
-       (SELECT count(*) FROM {rows}) AS deliveries,
-       (SELECT count(*) FROM {events}) AS events,
-       (SELECT queued_at FROM last) AS last_queued_at,
-       (SELECT delivery_id FROM last) AS last_id
-"""
-    )
-
-
-_PRUNE_BATCH = _batch_statement(
-    f"""
-gone AS (
-    DELETE FROM email.deliveries d
-    USING batch
-    WHERE d.delivery_id = batch.delivery_id
-      AND d.status = CAST(:status AS email.delivery_status)
-      AND {_FINISHED_AT} < :cutoff
-    RETURNING d.delivery_id
-), gone_events AS (
-    DELETE FROM email.delivery_events e
-    USING gone
-    WHERE e.delivery_id = gone.delivery_id
-    RETURNING 1
-)""",
-    rows="gone",
-    events="gone_events",
-)
-
-_SCRUB_BATCH = _batch_statement(
-    f"""
-scrubbed AS (
-    UPDATE email.deliveries d
-    SET metadata = (SELECT coalesce(jsonb_object_agg(m.key, m.value), '{{}}'::jsonb)
-                    FROM jsonb_each(d.metadata) AS m
-                    WHERE m.key IN ({_KEPT_KEYS})),
-        last_error_message = NULL
-    FROM batch
-    WHERE d.delivery_id = batch.delivery_id
-      AND d.status = CAST(:status AS email.delivery_status)
-      AND {_FINISHED_AT} < :cutoff
-      AND (d.metadata - ARRAY[{_KEPT_KEYS}] <> '{{}}'::jsonb
-           OR d.last_error_message IS NOT NULL)
-    RETURNING d.delivery_id
-), scrubbed_events AS (
-    UPDATE email.delivery_events e
-    SET error_message = NULL, payload = NULL
-    FROM batch
-    WHERE e.delivery_id = batch.delivery_id
-      AND (e.error_message IS NOT NULL OR e.payload IS NOT NULL)
-      AND EXISTS (SELECT FROM email.deliveries d
-                  WHERE d.delivery_id = batch.delivery_id
-                    AND d.status = CAST(:status AS email.delivery_status)
-                    AND {_FINISHED_AT} < :cutoff)
-    RETURNING 1
-)""",
-    rows="scrubbed",
-    events="scrubbed_events",
-)
-
-_COUNT = text(
-    f"""
-SELECT count(*) FROM email.deliveries d
-WHERE d.status = CAST(:status AS email.delivery_status) AND d.queued_at < :cutoff
-  AND {_FINISHED_AT} < :cutoff
-"""
-)
-
-_COUNT_EVENTS = text(
-    f"""
-SELECT count(*) FROM email.deliveries d JOIN email.delivery_events e USING (delivery_id)
-WHERE d.status = CAST(:status AS email.delivery_status) AND d.queued_at < :cutoff
-  AND {_FINISHED_AT} < :cutoff
-"""
-)
+_SQL = {name: text(statement) for name, statement in sql.blocks("retention.sql").items()}
+"""The statements of ``email_delivery/sql/retention.sql``, by name."""
+_PRUNE_BATCH = _SQL["prune_batch"]
+_SCRUB_BATCH = _SQL["scrub_batch"]
+_COUNT = _SQL["count_candidates"]
+_COUNT_EVENTS = _SQL["count_candidate_events"]
+_CAN_DELETE = _SQL["may_delete"]
 
 _EPOCH = datetime.fromisoformat("0001-01-01T00:00:00+00:00")
 
 
 class NotAllowedToPrune(PermissionError):
     """The connected role may not DELETE from schema ``email``: run retention as the owner."""
-
-
-_CAN_DELETE = text(
-    "SELECT has_table_privilege('email.deliveries', 'DELETE') "
-    "AND has_table_privilege('email.delivery_events', 'DELETE') "
-    "AND has_table_privilege('email.delivery_events', 'UPDATE')"
-)
 
 
 class InvalidRetentionWindow(ValueError):

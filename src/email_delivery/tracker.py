@@ -1,10 +1,10 @@
 """``DeliveryTracker``: the worker's lifecycle API over the SQL functions of schema ``email``.
 
 Every state change is one call of one ``email.*`` function (one atomic statement; see
-``ddl.py``), sent in one round trip straight to the asyncpg connection checked out of the
-engine's pool: no SQLAlchemy statement compilation, no transaction block (the function call
-is its own transaction), and asyncpg's per-connection prepared statement cache does the
-rest (``make_engine(pooler="transaction")`` turns that cache off).
+``email_delivery/sql``), sent in one round trip straight to the asyncpg connection checked
+out of the engine's pool: no SQLAlchemy statement compilation, no transaction block (the
+function call is its own transaction), and asyncpg's per-connection prepared statement
+cache does the rest (``make_engine(pooler="transaction")`` turns that cache off).
 
 Input is checked in Python first (``email_delivery.validation``): bad input raises a
 ``DeliveryInputError`` naming the field before anything is sent.
@@ -27,7 +27,7 @@ from sqlalchemy.orm.base import manager_of_class
 from sqlalchemy.pool import QueuePool
 from sqlalchemy.util import greenlet_spawn
 
-from email_delivery import ddl
+from email_delivery import rules, sql
 from email_delivery import validation as v
 from email_delivery.models import Delivery, DeliveryEvent, DeliveryStatus
 
@@ -43,7 +43,6 @@ __all__ = [
 
 DEFAULT_LEASE = timedelta(minutes=5)
 DEFAULT_MAX_ATTEMPTS = 5
-_RESERVED_METADATA_KEYS = (ddl.DEAD_LETTER_REFERENCE_KEY, ddl.REQUEUED_AT_ATTEMPT_KEY)
 
 
 class DeliveryConflict(Exception):
@@ -111,24 +110,8 @@ class NewDelivery:
     queued_at: datetime | None = None
 
 
-_COLUMNS = ddl.ROW_COLUMN_NAMES
-_SQL_ENQUEUE = "SELECT * FROM email.enqueue_delivery($1, $2, $3, $4::jsonb, $5)"
-_SQL_ENQUEUE_MANY = (
-    "SELECT * FROM email.enqueue_deliveries($1::text[], $2::text[], $3::text[], "
-    "$4::jsonb[], $5::timestamptz[])"
-)
-_SQL_CLAIM = "SELECT * FROM email.claim_delivery($1, $2)"
-_SQL_SENT = "SELECT * FROM email.mark_delivery_sent($1, $2, $3::jsonb)"
-_SQL_FAILED = "SELECT * FROM email.mark_delivery_failed($1, $2, $3, $4, $5, $6, $7::jsonb)"
-_SQL_DEAD_LETTER = "SELECT * FROM email.mark_delivery_dead_letter($1, $2)"
-_SQL_REQUEUE = "SELECT * FROM email.requeue_delivery($1, $2)"
-_SQL_REAP = "SELECT * FROM email.reap_stale_deliveries($1, $2, $3)"
-_SQL_GET = f"SELECT {', '.join(_COLUMNS)} FROM email.deliveries WHERE delivery_id = $1"
-_SQL_HISTORY = (
-    "SELECT id, delivery_id, status, attempt, error_code, error_message, payload, created_at "
-    "FROM email.delivery_events WHERE delivery_id = $1 ORDER BY id"
-)
-
+_SQL = sql.blocks("queries.sql")
+"""The statements of ``email_delivery/sql/queries.sql``, by name."""
 # Errors after which the pooled connection's state is unknown: it must not be reused.
 _BROKEN = (
     asyncpg.PostgresConnectionError,
@@ -139,7 +122,9 @@ _BROKEN = (
 )
 
 
-_DELIVERY_KEYS = tuple("metadata_" if name == "metadata" else name for name in _COLUMNS)
+_DELIVERY_KEYS = tuple(
+    "metadata_" if name == "metadata" else name for name in rules.DELIVERY_ROW_COLUMNS
+)
 
 
 def _delivery(row: asyncpg.Record) -> Delivery:
@@ -320,7 +305,7 @@ class DeliveryTracker:
         """Insert ``queued`` unless it exists; a redelivery with the same workflow and
         recipient changes nothing; different ones raise ``DeliveryConflict``."""
         args = _enqueue_args(delivery_id, workflow, recipient, metadata, queued_at, "")
-        row = await self._one(args[0], _SQL_ENQUEUE, *args[1:])
+        row = await self._one(args[0], _SQL["enqueue_delivery"], *args[1:])
         delivery = _delivery(row)
         if row["conflicts"]:
             raise DeliveryConflict(args[0], row["conflicts"], delivery)
@@ -353,11 +338,11 @@ class DeliveryTracker:
             )
             for column, value in zip(columns, values, strict=True):
                 column.append(value)
-            if index >= v.MAX_BATCH:
-                raise v.InvalidArgument("deliveries", f"at most {v.MAX_BATCH} per batch")
+            if index >= rules.MAX_BATCH:
+                raise v.InvalidArgument("deliveries", f"at most {rules.MAX_BATCH} per batch")
         if not columns[0]:
             return []
-        rows = await self._fetch(_SQL_ENQUEUE_MANY, *columns)
+        rows = await self._fetch(_SQL["enqueue_deliveries"], *columns)
         return [
             EnqueueResult(
                 delivery=_delivery(row), created=row["created"], conflicts=tuple(row["conflicts"])
@@ -372,7 +357,7 @@ class DeliveryTracker:
         claim of someone else). Every worker must use the same ``lease``."""
         v.check_delivery_id(delivery_id)
         v.check_positive_interval(lease, "lease")
-        row = await self._one(delivery_id, _SQL_CLAIM, lease)
+        row = await self._one(delivery_id, _SQL["claim_delivery"], lease)
         if not row["changed"]:
             return None
         return Claim(delivery=_delivery(row), attempt=row["attempt"])
@@ -384,7 +369,7 @@ class DeliveryTracker:
         v.check_delivery_id(delivery_id)
         v.check_int(attempt, "attempt", minimum=0)
         body = v.check_json_object(payload, "payload", optional=True)
-        row = await self._one(delivery_id, _SQL_SENT, attempt, body)
+        row = await self._one(delivery_id, _SQL["mark_delivery_sent"], attempt, body)
         return TransitionResult(delivery=_delivery(row), changed=row["changed"])
 
     async def mark_failed(
@@ -407,7 +392,14 @@ class DeliveryTracker:
         code, message = v.error_code_and_message(error)
         body = v.check_json_object(payload, "payload", optional=True)
         row = await self._one(
-            delivery_id, _SQL_FAILED, attempt, code, message, retryable, max_attempts, body
+            delivery_id,
+            _SQL["mark_delivery_failed"],
+            attempt,
+            code,
+            message,
+            retryable,
+            max_attempts,
+            body,
         )
         return TransitionResult(delivery=_delivery(row), changed=row["changed"])
 
@@ -416,7 +408,7 @@ class DeliveryTracker:
         ``dead_letter``. ``failed`` stays ``failed``; ``sent`` never changes."""
         v.check_delivery_id(delivery_id)
         v.check_reference(reference)
-        row = await self._one(delivery_id, _SQL_DEAD_LETTER, reference)
+        row = await self._one(delivery_id, _SQL["mark_delivery_dead_letter"], reference)
         return TransitionResult(delivery=_delivery(row), changed=row["changed"])
 
     async def requeue(self, delivery_id: str, *, reason: str) -> TransitionResult:
@@ -424,7 +416,7 @@ class DeliveryTracker:
         with a fresh retry budget."""
         v.check_delivery_id(delivery_id)
         reason = v.check_reason(reason)
-        row = await self._one(delivery_id, _SQL_REQUEUE, reason)
+        row = await self._one(delivery_id, _SQL["requeue_delivery"], reason)
         return TransitionResult(delivery=_delivery(row), changed=row["changed"])
 
     async def reap_stale(
@@ -439,20 +431,20 @@ class DeliveryTracker:
         v.check_positive_interval(lease, "lease")
         v.check_int(max_attempts, "max_attempts", minimum=1)
         v.check_int(limit, "limit", minimum=1)
-        rows = await self._fetch(_SQL_REAP, lease, max_attempts, limit)
+        rows = await self._fetch(_SQL["reap_stale_deliveries"], lease, max_attempts, limit)
         return [_delivery(row) for row in rows]
 
     # -- reads -------------------------------------------------------------------------
 
     async def get(self, delivery_id: str) -> Delivery | None:
         v.check_delivery_id(delivery_id)
-        rows = await self._fetch(_SQL_GET, delivery_id)
+        rows = await self._fetch(_SQL["get_delivery"], delivery_id)
         return _delivery(rows[0]) if rows else None
 
     async def history(self, delivery_id: str) -> list[DeliveryEvent]:
         """The delivery's audit events, oldest first."""
         v.check_delivery_id(delivery_id)
-        return [_event(row) for row in await self._fetch(_SQL_HISTORY, delivery_id)]
+        return [_event(row) for row in await self._fetch(_SQL["delivery_history"], delivery_id)]
 
 
 def _enqueue_args(
@@ -469,7 +461,7 @@ def _enqueue_args(
     if queued_at is not None:
         queued_at = v.check_aware(queued_at, f"{prefix}queued_at")
     if isinstance(metadata, Mapping):
-        for key in _RESERVED_METADATA_KEYS:
+        for key in rules.RESERVED_METADATA_KEYS:
             if key in metadata:
                 raise v.InvalidJsonObject(
                     f"{prefix}metadata.{key}", "reserved for the lifecycle functions"

@@ -31,17 +31,16 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from email_delivery import rules
 from email_delivery.models import (
     DELIVERY_ID_PATTERN,
     MAX_ERROR_CODE_LENGTH,
     MAX_ERROR_MESSAGE_LENGTH,
-    MAX_JSON_BYTES,
     MAX_RECIPIENT_LENGTH,
     WORKFLOW_PATTERN,
 )
 
 __all__ = [
-    "HASH_SUFFIXES",
     "DeliveryInputError",
     "InvalidDeliveryId",
     "InvalidJsonObject",
@@ -53,18 +52,6 @@ __all__ = [
     "normalize_recipient",
     "sanitize_error_message",
 ]
-
-HASH_SUFFIXES = ("_sha256", "_sha512", "_hash", "_hmac", "_digest")
-"""A key ending in one of these may hold a hash of a secret (not the secret itself)."""
-
-MAX_REFERENCE_LENGTH = 200
-LIFECYCLE_JSON_HEADROOM = 512
-"""Bytes of the 16 KiB a caller's object may not use: the lifecycle functions add their own
-keys (a dead-letter reference of up to 200 characters, the reported attempt), and what the
-API accepted must never be rejected by the table's CHECK after an email went out."""
-MAX_CALLER_JSON_BYTES = MAX_JSON_BYTES - LIFECYCLE_JSON_HEADROOM
-MAX_REASON_LENGTH = 500
-MAX_BATCH = 10_000
 
 
 class DeliveryInputError(ValueError):
@@ -108,7 +95,7 @@ _WORKFLOW = re.compile(WORKFLOW_PATTERN)
 # The database's CHECK: no whitespace, exactly one @, something on both sides.
 _RECIPIENT = re.compile(r"^[^@\s]+@[^@\s]+$")
 _ERROR_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
-_REFERENCE = re.compile(r"^[^\s\x00-\x1f]{1,200}$")
+_REFERENCE = re.compile(rf"^[^\s\x00-\x1f]{{1,{rules.MAX_REFERENCE_LENGTH}}}$")
 
 
 def check_delivery_id(value: object, field: str = "delivery_id") -> str:
@@ -159,70 +146,28 @@ def check_int(value: object, field: str, *, minimum: int) -> int:
 
 def check_reference(value: object, field: str = "reference") -> str:
     if not isinstance(value, str) or not _REFERENCE.fullmatch(value):
-        raise InvalidArgument(field, "1-200 printable characters without spaces")
+        raise InvalidArgument(
+            field, f"1-{rules.MAX_REFERENCE_LENGTH} printable characters without spaces"
+        )
     return value
 
 
 def check_reason(value: object, field: str = "reason") -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidArgument(field, "an operator's reason is required")
-    return sanitize_error_message(value.strip(), limit=MAX_REASON_LENGTH)
+    return sanitize_error_message(value.strip(), limit=rules.MAX_REASON_LENGTH)
 
 
 # ---------------------------------------------------------------------------------------
 # Secret detection
 # ---------------------------------------------------------------------------------------
 
-SECRET_WORDS = frozenset(
-    {
-        "otp",
-        "pin",
-        "passcode",
-        "token",
-        "password",
-        "passwd",
-        "pwd",
-        "secret",
-        "apikey",
-        "credential",
-        "credentials",
-        "authorization",
-        "bearer",
-        "cookie",
-        "magiclink",
-    }
-)
-# "code" and "key" are common harmless words ("country_code", "idempotency_key"): "code" is
-# a secret unless a harmless qualifier precedes it, "key" only after a secret qualifier.
-HARMLESS_CODE_QUALIFIERS = frozenset(
-    {
-        "country", "language", "lang", "locale", "status", "error", "currency", "postal",
-        "zip", "region", "template", "reason", "response", "smtp", "http", "reply", "bounce",
-        "workflow", "product", "plan", "campaign", "promo", "discount", "color", "area",
-    }
-)  # fmt: skip
-SECRET_KEY_QUALIFIERS = frozenset({"api", "private", "secret", "access", "signing", "encryption"})
-# A key whose last word is one of these describes a secret without holding it.
-HARMLESS_LAST_WORDS = frozenset(
-    {"expires", "expiry", "expiration", "at", "ttl", "length", "type", "id", "sent", "count"}
-)
 _WORD_SPLIT = re.compile(r"[^a-z0-9]+")
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
-# Written to mean the same in Python's re and PostgreSQL's regular expressions: ddl.py builds
-# email.find_secret from them.
-HASH_VALUE_PATTERN = r"^((sha256|sha512|sha1|hmac-sha256):)?[0-9a-fA-F]{32,128}$"
-SECRET_PARAMETER_PATTERN = (
-    r"[?&#;]([a-z0-9_]*_)?(token|code|otp|key|secret|password|sig|signature|auth|jwt)[a-z0-9_]*="
-)
-LONG_TOKEN_PATTERN = r"(?=[A-Za-z0-9_-]*[0-9])(?=[A-Za-z0-9_-]*[A-Za-z])[A-Za-z0-9_-]{24,}"
-LINK_SECRET_PARAMETER_PATTERN = rf"https?://[^\s]*{SECRET_PARAMETER_PATTERN}"
-"""A URL whose query or fragment has a parameter named like a secret."""
-LINK_LONG_TOKEN_PATTERN = rf"https?://[^\s?]*{LONG_TOKEN_PATTERN}"
-"""A URL whose path (before any ``?``) holds a long token."""
-_HASH_VALUE = re.compile(HASH_VALUE_PATTERN)
+_HASH_VALUE = re.compile(rules.HASH_VALUE_PATTERN)
 _LINKS_WITH_TOKENS = (
-    re.compile(LINK_SECRET_PARAMETER_PATTERN, re.IGNORECASE),
-    re.compile(LINK_LONG_TOKEN_PATTERN, re.IGNORECASE),
+    re.compile(rules.LINK_SECRET_PARAMETER_PATTERN, re.IGNORECASE),
+    re.compile(rules.LINK_LONG_TOKEN_PATTERN, re.IGNORECASE),
 )
 
 
@@ -232,17 +177,17 @@ def _words(key: str) -> list[str]:
 
 def _names_secret(key: str) -> bool:
     words = _words(key)
-    if not words or words[-1] in HARMLESS_LAST_WORDS:
+    if not words or words[-1] in rules.HARMLESS_LAST_WORDS:
         return False
-    if "".join(words) in SECRET_WORDS:
+    if "".join(words) in rules.SECRET_WORDS:
         return True
     for i, word in enumerate(words):
         previous = words[i - 1] if i > 0 else ""
-        if word in SECRET_WORDS:
+        if word in rules.SECRET_WORDS:
             return True
-        if word == "code" and previous not in HARMLESS_CODE_QUALIFIERS:
+        if word == "code" and previous not in rules.HARMLESS_CODE_QUALIFIERS:
             return True
-        if word == "key" and previous in SECRET_KEY_QUALIFIERS:
+        if word == "key" and previous in rules.SECRET_KEY_QUALIFIERS:
             return True
     return False
 
@@ -253,7 +198,7 @@ def _link_with_token(text: str) -> bool:
 
 
 def _hash_suffixed(key: str) -> bool:
-    return key.lower().endswith(HASH_SUFFIXES)
+    return key.lower().endswith(rules.HASH_SUFFIXES)
 
 
 def find_secret(value: object, path: str) -> str | None:
@@ -299,7 +244,7 @@ def check_json_object(value: object, field: str, *, optional: bool) -> str | Non
         raise SecretInInput(
             secret,
             "looks like a secret (token, code, password, link with a token); store a hash "
-            f"under a key ending in {HASH_SUFFIXES[0]!r} or leave it out",
+            f"under a key ending in {rules.HASH_SUFFIXES[0]!r} or leave it out",
         )
     try:
         _check_finite(value, field)
@@ -309,8 +254,8 @@ def check_json_object(value: object, field: str, *, optional: bool) -> str | Non
     if "\\u0000" in text:
         raise InvalidJsonObject(field, "contains a NUL character, which PostgreSQL rejects")
     rendered = json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
-    if len(rendered.encode()) > MAX_CALLER_JSON_BYTES:
-        raise InvalidJsonObject(field, f"larger than {MAX_CALLER_JSON_BYTES} bytes as JSON")
+    if len(rendered.encode()) > rules.MAX_CALLER_JSON_BYTES:
+        raise InvalidJsonObject(field, f"larger than {rules.MAX_CALLER_JSON_BYTES} bytes as JSON")
     return text
 
 
@@ -331,29 +276,14 @@ def _check_finite(value: object, path: str) -> None:
 # Error messages
 # ---------------------------------------------------------------------------------------
 
-_TOKEN_CHARS = "A-Za-z0-9_+/=-"
-_REDACTIONS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"[\x00-\x1f\x7f]"), " "),
-    (re.compile(r"(https?://[^\s?#]*)\?[^\s#]*", re.IGNORECASE), r"\1?[redacted]"),
-    (re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"), "[email]"),
-    (re.compile(r"(bearer|basic)\s+\S+", re.IGNORECASE), r"\1 [redacted]"),
+_REDACTIONS = tuple(
     (
-        re.compile(
-            r"(password|passwd|pwd|secret|token|api[_-]?key|apikey|authorization|code|otp)"
-            r"(\s*[:=]\s*)[^\s,;]+",
-            re.IGNORECASE,
-        ),
-        r"\1\2[redacted]",
-    ),
-    (
-        re.compile(
-            rf"(^|[^{_TOKEN_CHARS}])(?=[{_TOKEN_CHARS}]*[0-9])(?=[{_TOKEN_CHARS}]*[A-Za-z])"
-            rf"[{_TOKEN_CHARS}]{{24,}}"
-        ),
-        r"\1[token]",
-    ),
+        re.compile(rules.python_regex(pattern), re.IGNORECASE if "i" in flags else 0),
+        replacement,
+    )
+    for pattern, replacement, flags in rules.SANITIZE_RULES
 )
-"""The same rules, in the same order, as the database's ``email.sanitize_error_message``."""
+"""``rules.SANITIZE_RULES`` compiled for Python: the database's sanitiser runs the same."""
 
 
 def sanitize_error_message(message: str, *, limit: int = MAX_ERROR_MESSAGE_LENGTH) -> str:

@@ -8,8 +8,8 @@ Checks, each problem one line:
   the same alembic_utils entities (what ``alembic check`` does), read-only;
 - RLS is enabled on both tables; the group roles exist and cannot log in;
 - grants on the schema, tables, views, sequences and functions are exactly those of
-  ``ddl.TABLE_PRIVILEGES``, ``ddl.VIEW_PRIVILEGES`` and ``ddl.FUNCTION_EXECUTE``: nothing
-  missing, nothing extra (PUBLIC, ``anon`` and ``authenticated`` included); every view has
+  ``catalog.TABLE_PRIVILEGES``, ``catalog.VIEW_PRIVILEGES`` and ``catalog.FUNCTION_EXECUTE``:
+  nothing missing, nothing extra (PUBLIC, ``anon`` and ``authenticated`` included); every view has
   ``security_invoker``;
 - ``public`` holds nothing of ours (no table, view, type or function with our names, and
   not our Alembic history).
@@ -27,10 +27,9 @@ from typing import Any
 from alembic.autogenerate import produce_migrations
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from alembic_utils.pg_function import PGFunction
 from sqlalchemy import Connection, text
 
-from email_delivery import autogen, ddl
+from email_delivery import autogen, catalog
 from email_delivery.base import SCHEMA, Base
 from email_delivery.migrate import alembic_config
 
@@ -86,7 +85,8 @@ def _describe(diff: Any) -> str:
 
 
 def schema_drift(conn: Connection) -> list[str]:
-    """Alembic's autogenerate diff against the models and ddl entities, one line per diff."""
+    """Alembic's autogenerate diff against the models and the head SQL objects, one line
+    per difference."""
     autogen.register()
     context = MigrationContext.configure(connection=conn, opts=autogen.COMPARE_OPTIONS)
     script = produce_migrations(context, Base.metadata)
@@ -100,7 +100,7 @@ def _acl_rows(conn: Connection, sql: str) -> set[tuple[str, str, str]]:
 
 def _expected_relation_grants() -> set[tuple[str, str, str]]:
     expected: set[tuple[str, str, str]] = set()
-    for table, grants in (*ddl.TABLE_PRIVILEGES.items(), *ddl.VIEW_PRIVILEGES.items()):
+    for table, grants in (*catalog.TABLE_PRIVILEGES.items(), *catalog.VIEW_PRIVILEGES.items()):
         for role, privileges in grants.items():
             expected |= {(table, role, p) for p in privileges}
     return expected
@@ -109,7 +109,7 @@ def _expected_relation_grants() -> set[tuple[str, str, str]]:
 def _expected_function_grants() -> set[tuple[str, str, str]]:
     return {
         (signature, role, "EXECUTE")
-        for signature, roles in ddl.FUNCTION_EXECUTE.items()
+        for signature, roles in catalog.function_grants().items()
         for role in roles
     }
 
@@ -129,7 +129,7 @@ _GRANTEE = "CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyi
 def catalog_problems(conn: Connection) -> list[str]:
     problems: list[str] = []
 
-    for table in ddl.TABLE_PRIVILEGES:
+    for table in catalog.RLS_TABLES:
         enabled = conn.execute(
             text(
                 "SELECT c.relrowsecurity FROM pg_catalog.pg_class c "
@@ -142,7 +142,7 @@ def catalog_problems(conn: Connection) -> list[str]:
         elif not enabled:
             problems.append(f"row level security is disabled on email.{table}")
 
-    for role in ddl.ROLES:
+    for role in catalog.ROLES:
         can_login = conn.execute(
             text("SELECT rolcanlogin FROM pg_catalog.pg_roles WHERE rolname = :r"), {"r": role}
         ).scalar()
@@ -159,7 +159,7 @@ def catalog_problems(conn: Connection) -> list[str]:
         WHERE n.nspname = 'email' AND a.grantee <> n.nspowner
         """,
     )
-    expected_schema = {("email", role, "USAGE") for role in ddl.ROLES}
+    expected_schema = {("email", role, "USAGE") for role in catalog.ROLES}
     for _, role, privilege in sorted(expected_schema - schema_acl):
         problems.append(f"grant missing: {privilege} on schema email to {role}")
     for _, role, privilege in sorted(schema_acl - expected_schema):
@@ -189,18 +189,18 @@ def catalog_problems(conn: Connection) -> list[str]:
     )
     problems += _compare("function", functions, _expected_function_grants())
 
-    for view in ddl.VIEWS:
+    for view in catalog.head().of_kind("view"):
         options = conn.execute(
             text(
                 "SELECT coalesce(c.reloptions, '{}') FROM pg_catalog.pg_class c "
                 "WHERE c.oid = to_regclass(:name)"
             ),
-            {"name": f"{SCHEMA}.{view.signature}"},
+            {"name": f"{SCHEMA}.{view.name}"},
         ).scalar()
         if options is None:
-            problems.append(f"missing view: email.{view.signature}")
+            problems.append(f"missing view: email.{view.name}")
         elif "security_invoker=true" not in options:
-            problems.append(f"view email.{view.signature} lacks security_invoker = true")
+            problems.append(f"view email.{view.name} lacks security_invoker = true")
 
     problems += public_problems(conn)
     return problems
@@ -208,11 +208,10 @@ def catalog_problems(conn: Connection) -> list[str]:
 
 def _our_names() -> tuple[set[str], set[str], set[str]]:
     relations = {table.name for table in Base.metadata.tables.values()}
-    relations |= {view.signature for view in ddl.VIEWS} | {"alembic_version"}
+    views = {view.name for view in catalog.head().of_kind("view")}
+    relations |= views | {"alembic_version"}
     types = {"delivery_status"}
-    functions = {
-        entity.signature.split("(")[0] for entity in ddl.ENTITIES if isinstance(entity, PGFunction)
-    }
+    functions = {function.name for function in catalog.head().of_kind("function")}
     return relations, types, functions
 
 
@@ -222,7 +221,7 @@ def public_problems(conn: Connection) -> list[str]:
     problems = []
     # Another application may well have a table called deliveries: it is ours only when its
     # columns are ours too.
-    columns_of = {view.signature: None for view in ddl.VIEWS} | {
+    columns_of = {view.name: None for view in catalog.head().of_kind("view")} | {
         table.name: sorted(table.columns.keys()) for table in Base.metadata.tables.values()
     }
     relation_rows = conn.execute(

@@ -1,6 +1,6 @@
 """The grant and RLS matrix, tried with real statements, and the lock-down of every function.
 
-The design, written out here independently of ``ddl.TABLE_PRIVILEGES``: ``email_reader``
+The design, written out here independently of ``catalog.TABLE_PRIVILEGES``: ``email_reader``
 reads both tables; ``email_writer`` reads, inserts and updates deliveries and reads and
 inserts events; nobody else gets anything; only the owner deletes or truncates; events are
 never updated. Group roles are exercised through the logins the README tells users to

@@ -26,7 +26,7 @@ from email_delivery import (
     SecretInInput,
     make_engine,
 )
-from email_delivery.validation import MAX_CALLER_JSON_BYTES
+from email_delivery.rules import MAX_CALLER_JSON_BYTES
 from tests.cluster import DASHBOARD_LOGIN, WORKER_LOGIN, Cluster
 from tests.lifecycle_support import events, expire_claim
 from tests.unit.test_lifecycle_rules import HARMLESS_SAMPLES, SECRET_SAMPLES

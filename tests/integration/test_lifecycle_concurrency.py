@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from email_delivery import DeliveryStatus, DeliveryTracker, make_engine
-from email_delivery.transitions import is_allowed
+from email_delivery.rules import is_allowed
 from tests.cluster import WORKER_LOGIN, Cluster
 from tests.lifecycle_support import PgBouncer, start_pgbouncer
 from tests.provisioning import Server

@@ -7,8 +7,9 @@ import itertools
 import asyncpg
 import pytest
 
+from email_delivery.errors import IllegalTransition
 from email_delivery.models import DeliveryStatus as S
-from email_delivery.transitions import ILLEGAL_TRANSITION_SQLSTATE, TRANSITIONS, is_allowed
+from email_delivery.rules import TRANSITIONS, is_allowed
 from tests.integration._sql import events, insert_delivery, module_database, owner_tx
 
 __all__ = ["module_database", "owner_tx"]
@@ -50,6 +51,6 @@ async def test_update_obeys_the_table(owner_tx: asyncpg.Connection, old: S, new:
     with pytest.raises(asyncpg.PostgresError) as raised:
         async with owner_tx.transaction():
             await owner_tx.execute(statement, new.value)
-    assert raised.value.sqlstate == ILLEGAL_TRANSITION_SQLSTATE
+    assert raised.value.sqlstate == IllegalTransition.sqlstate
     assert f"from {old} to {new}" in str(raised.value)
     assert await owner_tx.fetchval("SELECT status::text FROM email.deliveries") == old

@@ -8,10 +8,13 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from email_delivery.ddl import EVENT_PAYLOAD_SETTING
-from email_delivery.transitions import ATTEMPTS_DECREASED_SQLSTATE, ILLEGAL_TRANSITION_SQLSTATE
+from email_delivery.errors import AttemptsDecreased, IllegalTransition
+from email_delivery.rules import EVENT_PAYLOAD_SETTING
 from tests.cluster import Cluster
 from tests.integration._sql import connect, events, insert_delivery, module_database, owner_tx
+
+ILLEGAL_TRANSITION_SQLSTATE = IllegalTransition.sqlstate
+ATTEMPTS_DECREASED_SQLSTATE = AttemptsDecreased.sqlstate
 
 __all__ = ["module_database", "owner_tx"]
 

@@ -31,7 +31,7 @@ from sqlalchemy import Enum, MetaData, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from email_delivery import autogen, ddl
+from email_delivery import autogen, catalog
 from email_delivery.base import SCHEMA, Base
 from email_delivery.migration_ops import create_group_role_sql, drop_group_role_sql
 from email_delivery.models import DeliveryStatus
@@ -40,7 +40,7 @@ from tests.cluster import NOBODY_LOGIN, Cluster, alembic_config
 from tests.integration._sql import connect
 from tests.migrations.fingerprint import fingerprint, public_objects
 
-OWN_ROLES = set(ddl.ROLES)
+OWN_ROLES = set(catalog.ROLES)
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from email_delivery import ddl, retention
+from email_delivery import catalog, retention, rules
 from tests.cluster import DASHBOARD_LOGIN, NOBODY_LOGIN, WORKER_LOGIN, Cluster
 from tests.read_side.seed import ADA, BOB, D, Row, seed
 
@@ -38,7 +38,7 @@ def _rows() -> tuple[Row, ...]:
                     error_code=None if status in ("sent", "queued") else "SMTP_421",
                     error_message=None if status in ("sent", "queued") else "try later",
                     attempted_ago=None if status == "queued" else age - timedelta(seconds=1),
-                    metadata={"link_sha256": "ab12", ddl.DEAD_LETTER_REFERENCE_KEY: "m-1"},
+                    metadata={"link_sha256": "ab12", rules.DEAD_LETTER_REFERENCE_KEY: "m-1"},
                 )
             )
     # Queued long ago, but requeued and sent yesterday: it finished recently, so it stays.
@@ -162,7 +162,7 @@ async def test_scrub_blanks_details_but_keeps_status_and_timestamps(
         scrubbed = {
             i
             for i, r in after.items()
-            if r["metadata"] == f'{{"{ddl.DEAD_LETTER_REFERENCE_KEY}": "m-1"}}'
+            if r["metadata"] == f'{{"{rules.DEAD_LETTER_REFERENCE_KEY}": "m-1"}}'
         }
         terminal_old = {
             f"{s}-{a}" for s in ("sent", "failed", "dead_letter") for a in ("old", "ancient")
@@ -220,7 +220,7 @@ async def test_pruning_is_refused_to_everyone_but_the_owner(
     assert "sent-old" in await _ids(cluster, database)
 
 
-VIEWS = [view.signature for view in ddl.VIEWS]
+VIEWS = [view.name for view in catalog.head().of_kind("view")]
 
 
 @pytest.fixture

@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 
 import pytest
 
+from email_delivery import rules
 from email_delivery import validation as v
 from email_delivery.models import DeliveryStatus as S
-from email_delivery.transitions import TRANSITIONS, is_allowed
+from email_delivery.rules import TRANSITIONS, is_allowed
 
 # -- sanitiser ---------------------------------------------------------------------------
 
@@ -94,7 +95,7 @@ def test_harmless_metadata_allowed(metadata: dict[str, object]) -> None:
 def test_json_size_measured_like_the_database() -> None:
     # PostgreSQL renders jsonb with ", " and ": " and counts UTF-8 bytes.
     # The caller's share of the 16 KiB is exact to the byte.
-    fits = {"k": "é" * ((v.MAX_CALLER_JSON_BYTES - len('{"k": ""}')) // 2)}
+    fits = {"k": "é" * ((rules.MAX_CALLER_JSON_BYTES - len('{"k": ""}')) // 2)}
     assert v.check_json_object(fits, "metadata", optional=False)
     with pytest.raises(v.InvalidJsonObject) as caught:
         v.check_json_object({"k": fits["k"] + "é"}, "metadata", optional=False)

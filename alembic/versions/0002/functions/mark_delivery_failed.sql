@@ -1,0 +1,47 @@
+CREATE OR REPLACE FUNCTION email.mark_delivery_failed(p_delivery_id text, p_attempt integer, p_error_code text, p_error_message text, p_retryable boolean, p_max_attempts integer, p_payload jsonb)
+RETURNS TABLE(delivery_id text, workflow text, recipient text, status email.delivery_status, attempts integer, last_error_code text, last_error_message text, last_attempted_at timestamp with time zone, queued_at timestamp with time zone, sent_at timestamp with time zone, metadata jsonb, created_at timestamp with time zone, updated_at timestamp with time zone, changed boolean)
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+#variable_conflict use_column
+DECLARE
+    hit boolean;
+    secret text;
+BEGIN
+    IF p_max_attempts IS NULL OR p_max_attempts < 1 THEN
+        RAISE EXCEPTION 'max_attempts must be at least 1, not %', p_max_attempts
+            USING ERRCODE = '22023';
+    END IF;
+    secret := email.find_secret(p_payload);
+    IF secret IS NOT NULL THEN
+        RAISE EXCEPTION 'payload holds a secret (%); store a hash under a key ending in _sha256',
+            secret USING ERRCODE = 'ED003';
+    END IF;
+    IF octet_length(p_payload::text) > 15872 THEN
+        RAISE EXCEPTION 'payload is larger than 15872 bytes as JSON'
+            USING ERRCODE = '22023';
+    END IF;
+    PERFORM set_config('email.event_payload', coalesce(p_payload::text, ''), true);
+    -- Only the live attempt may report a failure: a superseded attempt changes nothing.
+    RETURN QUERY
+    WITH updated AS (
+        UPDATE email.deliveries AS d
+        SET status = CASE
+                WHEN NOT coalesce(p_retryable, true) THEN 'failed'
+                WHEN d.attempts - coalesce((d.metadata->>'requeued_at_attempt')::integer, 0) >= p_max_attempts THEN 'dead_letter'
+                ELSE 'retrying'
+            END::email.delivery_status,
+            last_error_code = p_error_code,
+            last_error_message = email.sanitize_error_message(p_error_message)
+        WHERE d.delivery_id = p_delivery_id
+          AND d.status = 'in_progress' AND d.attempts = p_attempt
+        RETURNING d.delivery_id, d.workflow, d.recipient, d.status, d.attempts, d.last_error_code, d.last_error_message, d.last_attempted_at, d.queued_at, d.sent_at, d.metadata, d.created_at, d.updated_at)
+    SELECT updated.*, true FROM updated;
+    hit := FOUND;
+    PERFORM set_config('email.event_payload', '', true);
+    IF NOT hit THEN
+        RETURN QUERY
+        SELECT d.delivery_id, d.workflow, d.recipient, d.status, d.attempts, d.last_error_code, d.last_error_message, d.last_attempted_at, d.queued_at, d.sent_at, d.metadata, d.created_at, d.updated_at, false FROM email.deliveries AS d WHERE d.delivery_id = p_delivery_id;
+    END IF;
+END
+$$;

@@ -1,0 +1,247 @@
+"""The HEAD definition of schema ``email``: the models' tables, the SQL objects of
+``email_delivery/sql`` as alembic_utils entities, the roles, and every grant.
+
+What it is for: drift detection (``alembic check`` through ``alembic/env.py``, and
+``email-delivery verify``) and ``create_head``, which builds the head schema directly so a
+test can prove that ``alembic upgrade head`` from an empty database builds exactly the same.
+Alembic revisions never import this module: a revision is history and carries frozen copies
+of what it creates (see ``migration_ops``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+from functools import cache
+
+from alembic_utils.pg_function import PGFunction
+from alembic_utils.pg_policy import PGPolicy
+from alembic_utils.pg_trigger import PGTrigger
+from alembic_utils.pg_view import PGView
+from alembic_utils.replaceable_entity import ReplaceableEntity
+from sqlalchemy import text as sql_text
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import TextClause
+
+from email_delivery import sql
+from email_delivery.base import SCHEMA, Base
+from email_delivery.migration_ops import grant_sql, revoke_sql
+
+WRITER_ROLE = "email_writer"
+"""Group role of the worker."""
+READER_ROLE = "email_reader"
+"""Group role of dashboards, analytics and support tools."""
+ROLES = (WRITER_ROLE, READER_ROLE)
+
+SUPABASE_API_ROLES = ("anon", "authenticated")
+"""Supabase's Data API roles: they get nothing here, explicitly, where they exist."""
+
+TABLE_PRIVILEGES: dict[str, dict[str, tuple[str, ...]]] = {
+    "deliveries": {READER_ROLE: ("SELECT",), WRITER_ROLE: ("SELECT", "INSERT", "UPDATE")},
+    "delivery_events": {READER_ROLE: ("SELECT",), WRITER_ROLE: ("SELECT", "INSERT")},
+}
+"""Who may do what on each table; each (table, role, command) has one permissive policy
+``<table>_<role>_<command>`` in ``sql/policies``."""
+
+RLS_TABLES = tuple(TABLE_PRIVILEGES)
+"""Tables with row level security enabled."""
+
+_READ: dict[str, tuple[str, ...]] = {READER_ROLE: ("SELECT",)}
+VIEW_PRIVILEGES: dict[str, dict[str, tuple[str, ...]]] = {
+    "delivery_stats_24h": _READ,
+    "delivery_stats_hourly": _READ,
+    "delivery_stats_daily": _READ,
+    "pending_deliveries": _READ,
+}
+"""Grants on the views: email_reader reads them; nobody else, anon included."""
+
+_READ_AND_WRITE = (WRITER_ROLE, READER_ROLE)
+FUNCTION_EXECUTE: dict[str, tuple[str, ...]] = {
+    "is_allowed_transition": _READ_AND_WRITE,
+    "sanitize_error_message": _READ_AND_WRITE,
+    "find_secret": _READ_AND_WRITE,
+    "delivery_stats": (READER_ROLE,),
+    "enqueue_delivery": (WRITER_ROLE,),
+    "enqueue_deliveries": (WRITER_ROLE,),
+    "claim_delivery": (WRITER_ROLE,),
+    "mark_delivery_sent": (WRITER_ROLE,),
+    "mark_delivery_failed": (WRITER_ROLE,),
+    "mark_delivery_dead_letter": (WRITER_ROLE,),
+    "reap_stale_deliveries": (WRITER_ROLE,),
+    # Operators only: no group role; the owner (Supabase's postgres, the CLI's login) runs it.
+    "requeue_delivery": (),
+}
+"""Functions by name and the roles that may execute them. Every other function of ours
+(the trigger functions) is executable by nobody but its owner: triggers need no EXECUTE."""
+
+
+# -----------------------------------------------------------------------------------------
+# Views created WITH (security_invoker = true)
+# -----------------------------------------------------------------------------------------
+
+_VIEW_OPTIONS = "security_invoker = true"
+
+
+class SecurityInvokerView(PGView):
+    """A ``PGView`` created ``WITH (security_invoker = true)``; drift in its options shows.
+
+    alembic_utils' PGView cannot say security_invoker: this class adds it to every CREATE
+    and folds the view's reloptions into the reflected definition, so ``alembic check`` also
+    reports a view whose security_invoker was switched off by hand.
+    """
+
+    @property
+    def identity(self) -> str:
+        # The same identity as a plain PGView, so a view reflected by PGView (which
+        # alembic_utils uses to spot views to drop) matches this local one.
+        return f"PGView: {self.schema}.{self.signature}"
+
+    def to_sql_statement_create(self) -> TextClause:
+        return sql_text(
+            f'CREATE VIEW {self.literal_schema}."{self.signature}" '
+            f"WITH ({_VIEW_OPTIONS}) AS {self.definition};"
+        )
+
+    def to_sql_statement_create_or_replace(self) -> Generator[TextClause, None, None]:
+        # CREATE OR REPLACE VIEW without WITH would reset the options, so it is always given.
+        yield sql_text(
+            f'CREATE OR REPLACE VIEW {self.literal_schema}."{self.signature}" '
+            f"WITH ({_VIEW_OPTIONS}) AS {self.definition};"
+        )
+
+    @classmethod
+    def from_database(  # type: ignore[override]  # the base's return type is a bare TypeVar
+        cls, sess: Session, schema: str = "%"
+    ) -> list[SecurityInvokerView]:
+        rows = sess.execute(
+            sql_text(
+                """
+                SELECT n.nspname, c.relname, pg_catalog.pg_get_viewdef(c.oid),
+                       coalesce(array_to_string(
+                           ARRAY(SELECT o FROM unnest(c.reloptions) AS o ORDER BY o), ','), '')
+                FROM pg_catalog.pg_class c
+                JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                WHERE c.relkind = 'v' AND n.nspname::text LIKE :schema
+                """
+            ),
+            {"schema": schema},
+        ).fetchall()
+        return [
+            cls(schema=row[0], signature=row[1], definition=f"/* WITH ({row[3]}) */ {row[2]}")
+            for row in rows
+        ]
+
+
+ENTITY_TYPES = (PGFunction, PGTrigger, PGPolicy, PGView, SecurityInvokerView)
+"""What autogenerate reflects: PGView too, so a view added by hand shows as drift."""
+
+
+# -----------------------------------------------------------------------------------------
+# The SQL files as entities
+# -----------------------------------------------------------------------------------------
+
+
+def _entity(obj: sql.SqlObject) -> ReplaceableEntity:
+    definition = obj.definition  # alembic_utils escapes the colons for text() itself
+    if obj.kind == "function":
+        return PGFunction(schema=SCHEMA, signature=obj.signature, definition=definition)
+    if obj.kind == "trigger":
+        assert obj.on is not None
+        return PGTrigger(
+            schema=SCHEMA, signature=obj.signature, on_entity=obj.on, definition=definition
+        )
+    if obj.kind == "policy":
+        assert obj.on is not None
+        return PGPolicy(
+            schema=SCHEMA, signature=obj.signature, on_entity=obj.on, definition=definition
+        )
+    return SecurityInvokerView(schema=SCHEMA, signature=obj.signature, definition=definition)
+
+
+@dataclass(frozen=True)
+class Head:
+    """The head's SQL objects, parsed once."""
+
+    objects: tuple[sql.SqlObject, ...]
+
+    def of_kind(self, kind: sql.Kind) -> tuple[sql.SqlObject, ...]:
+        return tuple(obj for obj in self.objects if obj.kind == kind)
+
+    @property
+    def entities(self) -> tuple[ReplaceableEntity, ...]:
+        """Everything alembic_utils watches for drift, in creation order."""
+        return tuple(_entity(obj) for obj in self.objects)
+
+    def function(self, name: str) -> sql.SqlObject:
+        for obj in self.objects:
+            if obj.kind == "function" and obj.name == name:
+                return obj
+        raise KeyError(name)
+
+
+@cache
+def head() -> Head:
+    return Head(objects=tuple(sql.head_objects()))
+
+
+def function_grants() -> dict[str, tuple[str, ...]]:
+    """``FUNCTION_EXECUTE`` keyed by each function's identity, ``name(argument list)`` as
+    ``pg_get_function_identity_arguments`` names it."""
+    return {obj.identity: FUNCTION_EXECUTE.get(obj.name, ()) for obj in head().of_kind("function")}
+
+
+# -----------------------------------------------------------------------------------------
+# Building the head schema directly (tests; the revisions build the same through history)
+# -----------------------------------------------------------------------------------------
+
+
+def _grant(privileges: tuple[str, ...], target: str, roles: tuple[str, ...]) -> str:
+    from email_delivery.migration_ops import GrantPrivilegesOp
+
+    return grant_sql(GrantPrivilegesOp(privileges=privileges, target=target, roles=roles))
+
+
+def _revoke(privileges: tuple[str, ...], target: str, roles: tuple[str, ...]) -> str:
+    from email_delivery.migration_ops import RevokePrivilegesOp
+
+    return revoke_sql(RevokePrivilegesOp(privileges=privileges, target=target, roles=roles))
+
+
+def head_ddl() -> list[str]:
+    """Every statement that builds the head schema ``email`` in a database without it,
+    without Alembic: the status type and tables of the models, then roles, objects,
+    grants and RLS. Plain SQL, to run one by one on any driver (tests use asyncpg)."""
+    from sqlalchemy.dialects import postgresql
+    from sqlalchemy.schema import CreateIndex, CreateTable
+
+    from email_delivery.migration_ops import create_group_role_sql
+    from email_delivery.models import delivery_status
+
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    labels = ", ".join(f"'{label}'" for label in delivery_status.enums)
+    statements = [
+        f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}",
+        f"CREATE TYPE {SCHEMA}.{delivery_status.name} AS ENUM ({labels})",
+    ]
+    for table in Base.metadata.sorted_tables:
+        statements.append(str(CreateTable(table).compile(dialect=dialect)))
+        statements += [str(CreateIndex(index).compile(dialect=dialect)) for index in table.indexes]
+    statements += [create_group_role_sql(role) for role in ROLES]
+    statements.append(_grant(("USAGE",), f"SCHEMA {SCHEMA}", ROLES))
+    for obj in head().objects:
+        statements.append(obj.statement)
+        if obj.kind == "function":
+            target = f"FUNCTION {SCHEMA}.{obj.identity}"
+            statements.append(_revoke(("EXECUTE",), target, ("PUBLIC",)))
+            roles = FUNCTION_EXECUTE.get(obj.name, ())
+            if roles:
+                statements.append(_grant(("EXECUTE",), target, roles))
+    for relation, grants in (*TABLE_PRIVILEGES.items(), *VIEW_PRIVILEGES.items()):
+        target = f"TABLE {SCHEMA}.{relation}"
+        statements.append(_revoke(("ALL",), target, ("PUBLIC", *SUPABASE_API_ROLES)))
+        for role, privileges in grants.items():
+            statements.append(_grant(privileges, target, (role,)))
+    statements += [
+        f"ALTER TABLE {SCHEMA}.{table} ENABLE ROW LEVEL SECURITY" for table in RLS_TABLES
+    ]
+    return statements

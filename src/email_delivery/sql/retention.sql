@@ -1,0 +1,94 @@
+-- The statements of retention (email_delivery.retention), run as the table owner through
+-- SQLAlchemy (named :parameters). A batch walks one status in (queued_at, delivery_id)
+-- order from a cursor on ix_deliveries_status_queued_at, locking up to :batch_size finished
+-- rows and skipping any a worker holds; the action re-checks status and age itself.
+
+-- name: finished_at
+-- When a delivery finished: sent_at for sent ones, else its last attempt, else queued_at
+-- (not updated_at: scrubbing updates the row).
+coalesce(d.sent_at, d.last_attempted_at, d.queued_at)
+
+-- name: batch
+SELECT d.delivery_id, d.queued_at
+FROM email.deliveries d
+WHERE d.status = CAST(:status AS email.delivery_status) AND d.queued_at < :cutoff
+  AND (d.queued_at, d.delivery_id) > (:after_queued_at, :after_id)
+ORDER BY d.queued_at, d.delivery_id
+LIMIT :batch_size
+FOR UPDATE SKIP LOCKED
+
+-- name: batch_report
+-- The counts of a batch and the cursor after it (the rows and events the action changed
+-- are in its CTEs changed_rows and changed_events).
+last AS (
+    SELECT queued_at, delivery_id FROM batch ORDER BY queued_at DESC, delivery_id DESC LIMIT 1
+)
+SELECT (SELECT count(*) FROM batch) AS scanned,
+       (SELECT count(*) FROM changed_rows) AS deliveries,
+       (SELECT count(*) FROM changed_events) AS events,
+       (SELECT queued_at FROM last) AS last_queued_at,
+       (SELECT delivery_id FROM last) AS last_id
+
+-- name: prune_batch
+-- Delete one batch of finished deliveries and, in the same statement, their events.
+WITH batch AS (/*{block:batch}*/),
+changed_rows AS (
+    DELETE FROM email.deliveries d
+    USING batch
+    WHERE d.delivery_id = batch.delivery_id
+      AND d.status = CAST(:status AS email.delivery_status)
+      AND /*{block:finished_at}*/ < :cutoff
+    RETURNING d.delivery_id
+), changed_events AS (
+    DELETE FROM email.delivery_events e
+    USING changed_rows
+    WHERE e.delivery_id = changed_rows.delivery_id
+    RETURNING 1
+), /*{block:batch_report}*/;
+
+-- name: scrub_batch
+-- Blank the personal details of one batch: metadata (but the lifecycle's own keys) and the
+-- error message of each delivery, error message and payload of its events.
+WITH batch AS (/*{block:batch}*/),
+changed_rows AS (
+    UPDATE email.deliveries d
+    SET metadata = (SELECT coalesce(jsonb_object_agg(m.key, m.value), '{}'::jsonb)
+                    FROM jsonb_each(d.metadata) AS m
+                    WHERE m.key = ANY (/*{reserved_metadata_keys}*/ARRAY['dead_letter_reference', 'requeued_at_attempt']/*{end}*/)),
+        last_error_message = NULL
+    FROM batch
+    WHERE d.delivery_id = batch.delivery_id
+      AND d.status = CAST(:status AS email.delivery_status)
+      AND /*{block:finished_at}*/ < :cutoff
+      AND (d.metadata - /*{reserved_metadata_keys}*/ARRAY['dead_letter_reference', 'requeued_at_attempt']/*{end}*/ <> '{}'::jsonb
+           OR d.last_error_message IS NOT NULL)
+    RETURNING d.delivery_id
+), changed_events AS (
+    UPDATE email.delivery_events e
+    SET error_message = NULL, payload = NULL
+    FROM batch
+    WHERE e.delivery_id = batch.delivery_id
+      AND (e.error_message IS NOT NULL OR e.payload IS NOT NULL)
+      AND EXISTS (SELECT FROM email.deliveries d
+                  WHERE d.delivery_id = batch.delivery_id
+                    AND d.status = CAST(:status AS email.delivery_status)
+                    AND /*{block:finished_at}*/ < :cutoff)
+    RETURNING 1
+), /*{block:batch_report}*/;
+
+-- name: count_candidates
+-- Deliveries a prune of one status would delete (the progress bar's total; --dry-run).
+SELECT count(*) FROM email.deliveries d
+WHERE d.status = CAST(:status AS email.delivery_status) AND d.queued_at < :cutoff
+  AND /*{block:finished_at}*/ < :cutoff;
+
+-- name: count_candidate_events
+SELECT count(*) FROM email.deliveries d JOIN email.delivery_events e USING (delivery_id)
+WHERE d.status = CAST(:status AS email.delivery_status) AND d.queued_at < :cutoff
+  AND /*{block:finished_at}*/ < :cutoff;
+
+-- name: may_delete
+-- Retention runs as the table owner: the only role that may delete from schema email.
+SELECT has_table_privilege('email.deliveries', 'DELETE')
+   AND has_table_privilege('email.delivery_events', 'DELETE')
+   AND has_table_privilege('email.delivery_events', 'UPDATE');

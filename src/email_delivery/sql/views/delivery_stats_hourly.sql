@@ -1,0 +1,3 @@
+-- Per workflow and UTC hour, the last 7 days (see email.delivery_stats).
+CREATE OR REPLACE VIEW email.delivery_stats_hourly WITH (security_invoker = true) AS
+SELECT * FROM email.delivery_stats(now() - interval '7 days', p_bucket => 'hour');
