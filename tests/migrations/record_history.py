@@ -14,6 +14,7 @@ once and compared forever.
 from __future__ import annotations
 
 import io
+import re
 import sys
 from pathlib import Path
 
@@ -37,6 +38,9 @@ def revisions() -> list[tuple[str, str]]:
 
 
 def offline(previous: str, revision: str, *, down: bool) -> str:
+    """The statements the revision itself emits offline: from Alembic's ``-- Running …``
+    line to its version-table bookkeeping, without env.py's preamble (schema, version
+    table, BEGIN) or the bookkeeping, which are not the revision's."""
     buffer = io.StringIO()
     config = alembic_config()
     config.output_buffer = buffer
@@ -44,7 +48,15 @@ def offline(previous: str, revision: str, *, down: bool) -> str:
         command.downgrade(config, f"{revision}:{previous}", sql=True)
     else:
         command.upgrade(config, f"{previous}:{revision}", sql=True)
-    return buffer.getvalue()
+    lines = buffer.getvalue().splitlines(keepends=True)
+    start = next(i for i, line in enumerate(lines) if line.startswith("-- Running "))
+    end = next(
+        i
+        for i, line in enumerate(lines)
+        if i > start
+        and re.match(r"(UPDATE|INSERT INTO|DELETE FROM|DROP TABLE) email\.alembic_version", line)
+    )
+    return "".join(lines[start + 1 : end]).strip() + "\n"
 
 
 def snapshot(revision: str, direction: str) -> Path:

@@ -1,9 +1,3 @@
-CREATE SCHEMA IF NOT EXISTS email;
-
-BEGIN;
-
--- Running downgrade 0001 -> 
-
 DROP POLICY delivery_events_email_writer_insert ON email.delivery_events;
 
 DROP POLICY delivery_events_email_writer_select ON email.delivery_events;
@@ -106,8 +100,3 @@ BEGIN
     END IF;
 END
 $$;
-
-DELETE FROM email.alembic_version WHERE email.alembic_version.version_num = '0001';
-
-COMMIT;
-

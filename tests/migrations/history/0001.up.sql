@@ -1,14 +1,3 @@
-CREATE SCHEMA IF NOT EXISTS email;
-
-BEGIN;
-
-CREATE TABLE email.alembic_version (
-    version_num VARCHAR(32) NOT NULL, 
-    CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)
-);
-
--- Running upgrade  -> 0001
-
 CREATE TYPE email.delivery_status AS ENUM ('queued', 'in_progress', 'sent', 'retrying', 'failed', 'dead_letter');
 
 CREATE TABLE email.deliveries (
@@ -257,8 +246,3 @@ CREATE POLICY delivery_events_email_writer_select ON email.delivery_events
 
 CREATE POLICY delivery_events_email_writer_insert ON email.delivery_events
     AS PERMISSIVE FOR INSERT TO email_writer WITH CHECK (true);;
-
-INSERT INTO email.alembic_version (version_num) VALUES ('0001') RETURNING email.alembic_version.version_num;
-
-COMMIT;
-

@@ -1,9 +1,3 @@
-CREATE SCHEMA IF NOT EXISTS email;
-
-BEGIN;
-
--- Running downgrade 0002 -> 0001
-
 DROP FUNCTION email.reap_stale_deliveries(p_lease interval, p_max_attempts integer, p_limit integer);
 
 DROP FUNCTION email.requeue_delivery(p_delivery_id text, p_reason text);
@@ -23,8 +17,3 @@ DROP FUNCTION email.enqueue_delivery(p_delivery_id text, p_workflow text, p_reci
 DROP FUNCTION email.find_secret(value jsonb);
 
 DROP FUNCTION email.sanitize_error_message(message text);
-
-UPDATE email.alembic_version SET version_num='0001' WHERE email.alembic_version.version_num = '0002';
-
-COMMIT;
-

@@ -1,9 +1,3 @@
-CREATE SCHEMA IF NOT EXISTS email;
-
-BEGIN;
-
--- Running upgrade 0001 -> 0002
-
 CREATE OR REPLACE FUNCTION email.sanitize_error_message(message text)
 RETURNS text
 LANGUAGE plpgsql
@@ -498,8 +492,3 @@ END
 $$;
 
 GRANT EXECUTE ON FUNCTION email.reap_stale_deliveries(p_lease interval, p_max_attempts integer, p_limit integer) TO "email_writer";
-
-UPDATE email.alembic_version SET version_num='0002' WHERE email.alembic_version.version_num = '0001';
-
-COMMIT;
-

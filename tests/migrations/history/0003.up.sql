@@ -1,9 +1,3 @@
-CREATE SCHEMA IF NOT EXISTS email;
-
-BEGIN;
-
--- Running upgrade 0002 -> 0003
-
 CREATE INDEX ix_deliveries_queued_at ON email.deliveries (queued_at);
 
 CREATE INDEX ix_deliveries_recipient_queued_at_delivery_id ON email.deliveries (recipient, queued_at, delivery_id);
@@ -197,8 +191,3 @@ END
 $$;
 
 GRANT SELECT ON TABLE email.pending_deliveries TO "email_reader";
-
-UPDATE email.alembic_version SET version_num='0003' WHERE email.alembic_version.version_num = '0002';
-
-COMMIT;
-

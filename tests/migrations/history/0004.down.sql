@@ -1,9 +1,3 @@
-CREATE SCHEMA IF NOT EXISTS email;
-
-BEGIN;
-
--- Running downgrade 0004 -> 0003
-
 CREATE OR REPLACE VIEW email.delivery_stats_hourly WITH (security_invoker = true) AS
 WITH base AS (
     SELECT workflow, date_bin(interval '1 hour', queued_at, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket, status, attempts, last_error_code,
@@ -493,8 +487,3 @@ BEGIN
     END IF;
 END
 $$;;
-
-UPDATE email.alembic_version SET version_num='0003' WHERE email.alembic_version.version_num = '0004';
-
-COMMIT;
-

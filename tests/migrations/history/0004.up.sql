@@ -1,9 +1,3 @@
-CREATE SCHEMA IF NOT EXISTS email;
-
-BEGIN;
-
--- Running upgrade 0003 -> 0004
-
 CREATE OR REPLACE FUNCTION email.claim_delivery(p_delivery_id text, p_lease interval)
 RETURNS TABLE(delivery_id text, workflow text, recipient text, status email.delivery_status, attempts integer, last_error_code text, last_error_message text, last_attempted_at timestamp with time zone, queued_at timestamp with time zone, sent_at timestamp with time zone, metadata jsonb, created_at timestamp with time zone, updated_at timestamp with time zone, changed boolean, attempt integer)
 LANGUAGE plpgsql
@@ -461,8 +455,3 @@ SELECT * FROM email.delivery_stats(now() - interval '90 days', p_bucket => 'day'
 
 CREATE OR REPLACE VIEW email.delivery_stats_hourly WITH (security_invoker = true) AS
 SELECT * FROM email.delivery_stats(now() - interval '7 days', p_bucket => 'hour');;
-
-UPDATE email.alembic_version SET version_num='0004' WHERE email.alembic_version.version_num = '0003';
-
-COMMIT;
-
