@@ -2,7 +2,7 @@
 
 Each module turns one webhook request of its provider into ``list[ProviderEvent]``::
 
-    from email_delivery.providers import postmark, resend, sendgrid, ses
+    from email_delivery.providers import mailgun, postmark, resend, sendgrid, ses
 
     events = sendgrid.parse(request_body, request_headers, public_key=SENDGRID_KEY)
     events = mailgun.parse(request_body, request_headers, signing_key=MAILGUN_KEY)
@@ -30,7 +30,7 @@ Each provider module's docstring holds its mapping table; ``events`` documents t
 their precedence.
 """
 
-from email_delivery.providers import postmark, resend, sendgrid, ses
+from email_delivery.providers import mailgun, postmark, resend, sendgrid, ses
 from email_delivery.providers.errors import (
     InvalidWebhook,
     MissingProvidersExtra,
@@ -55,6 +55,7 @@ __all__ = [
     "OutcomeKind",
     "ProviderEvent",
     "SignatureMismatch",
+    "mailgun",
     "postmark",
     "resend",
     "sendgrid",

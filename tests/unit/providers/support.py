@@ -196,7 +196,7 @@ def mailgun_sign(
     payload: dict[str, Any], signing_key: str, *, timestamp: int | None = None, token: str = ""
 ) -> dict[str, Any]:
     stamp = str(timestamp if timestamp is not None else int(datetime.now(UTC).timestamp()))
-    token = token or hashlib.sha256(json.dumps(payload["event-data"]).encode()).hexdigest()[:50]
+    token = token or hashlib.sha256(json.dumps(payload.get("event-data")).encode()).hexdigest()[:50]
     payload["signature"] = {
         "timestamp": stamp,
         "token": token,
