@@ -3,8 +3,10 @@
 Signature: ``signature.signature`` is the hex HMAC-SHA256, keyed with the domain's (or
 account's) *HTTP webhook signing key*, of ``signature.timestamp`` followed by
 ``signature.token``. The timestamp must be within ``tolerance`` (5 minutes) of now, either
-way. (Mailgun also recommends refusing a token seen before; the ``event_id`` makes such a
-replay a duplicate event rather than a new one.)
+way. The signature covers the timestamp and token only, not ``event-data``: within the
+tolerance a captured signature block could be replayed with other event data. Mailgun
+recommends refusing a token seen before; that needs a store, which this stateless parser
+leaves to the caller (``body["signature"]["token"]``).
 
 Mapping (``event-data.event``):
 
@@ -27,12 +29,12 @@ anything else       error       ``InvalidWebhook("body.event-data.event")``; so 
                                 ``failed`` event whose ``severity`` is neither of the two
 ==================  ==========  =========================================================
 
-Fields: ``event_id`` is ``event-data.id`` (Mailgun's event id; Mailgun documents it as
-unique within a day, see the open question in the package docs), the SHA-256 of
-``event-data``'s canonical JSON when absent. ``provider_message_id`` is
-``event-data.message.headers.message-id`` without ``<>`` (the ``id`` of Mailgun's send
-response is the same value inside ``<>``). ``delivery_id`` is the user variable
-``delivery_id`` (``event-data.user-variables``, sent as ``v:delivery_id``).
+Fields: ``event_id`` is ``event-data.id``, Mailgun's id of the event, the same on every
+retry (Mailgun calls it unique within a day, not forever: an idempotency store should keep
+it with ``occurred_at``); the SHA-256 of ``event-data``'s canonical JSON when absent.
+``provider_message_id`` is ``event-data.message.headers.message-id`` without ``<>`` (the
+``id`` of Mailgun's send response is the same value inside ``<>``). ``delivery_id`` is the
+user variable ``delivery_id`` (``event-data.user-variables``, sent as ``v:delivery_id``).
 ``recipient`` is ``event-data.recipient`` (else the single ``To`` address).
 ``occurred_at`` is ``event-data.timestamp``. ``reason`` is ``reason: description or
 message`` of ``delivery-status`` (``reject.reason`` for rejections); ``smtp_code`` is

@@ -7,39 +7,39 @@ without them — and/or allow only Postmark's webhook source IPs at your load ba
 (https://postmarkapp.com/support/article/800-ips-for-firewalls#webhooks). A secret path
 segment is the weakest of the three.
 
-Mapping (``RecordType``; for ``Bounce`` the bounce ``Type``):
+Mapping (``RecordType``; for ``Bounce`` records the bounce ``Type``):
 
-=================================  ==========  ==============================================
-Postmark                           kind        ``permanent``
-=================================  ==========  ==============================================
-``Delivery``                       delivered
-``Open``                           opened
-``Click``                          clicked
-``SpamComplaint``                  complained
-``SubscriptionChange``             (ignored)   a suppression-list change, not a delivery
-``Bounce`` ``HardBounce``          bounced     ``True``
-``Bounce`` ``SoftBounce``          bounced     ``False``
-``Bounce`` ``Blocked``             bounced     ``False`` (the ISP blocked it)
-``Bounce`` ``SpamNotification``    bounced     ``False`` (a filter classified it as spam)
-``Bounce`` ``VirusNotification``   bounced     ``False``
-``Bounce`` ``DMARCPolicy``         bounced     ``True`` (refused for the sender's DMARC)
-``Bounce`` ``Unknown`` (and any    bounced     ``None``
-type not listed here)
-``Bounce`` ``Transient``           deferred    (message delayed; Postmark keeps trying)
-``Bounce`` ``DnsError``            deferred    (a temporary DNS error)
-``Bounce`` ``SpamComplaint``       complained
-``Bounce`` ``BadEmailAddress``     rejected    (Postmark refused to send)
-``Bounce`` ``ManuallyDeactivated``  rejected
-``Bounce`` ``Unconfirmed``         rejected    (the sender signature is not confirmed)
-``Bounce`` ``SMTPApiError``        rejected
-``Bounce`` ``TemplateRenderingFailed``  rejected
-``Bounce`` ``Unsubscribe``,        (ignored)   replies and tests, not delivery outcomes
-``Subscribe``, ``AutoResponder``,
-``AddressChange``, ``OpenRelayTest``,
+=========================================  ==========  =====================================
+Postmark                                   kind        ``permanent`` / notes
+=========================================  ==========  =====================================
+``Delivery``                               delivered
+``Open``                                   opened
+``Click``                                  clicked
+``SpamComplaint``                          complained
+``SubscriptionChange``                     (ignored)   a suppression-list change
+``Bounce`` ``HardBounce``                  bounced     ``True``
+``Bounce`` ``SoftBounce``                  bounced     ``False``
+``Bounce`` ``Blocked``                     bounced     ``False`` (the ISP blocked it)
+``Bounce`` ``SpamNotification``            bounced     ``False`` (a filter called it spam)
+``Bounce`` ``VirusNotification``           bounced     ``False``
+``Bounce`` ``DMARCPolicy``                 bounced     ``True`` (refused: sender's DMARC)
+``Bounce`` ``Unknown``, or a type not      bounced     ``None``
+listed here
+``Bounce`` ``Transient``                   deferred    message delayed; Postmark retries
+``Bounce`` ``DnsError``                    deferred    a temporary DNS error
+``Bounce`` ``SpamComplaint``               complained
+``Bounce`` ``BadEmailAddress``             rejected    Postmark refused to send
+``Bounce`` ``ManuallyDeactivated``         rejected
+``Bounce`` ``Unconfirmed``                 rejected    sender signature not confirmed
+``Bounce`` ``SMTPApiError``                rejected
+``Bounce`` ``TemplateRenderingFailed``     rejected
+``Bounce`` ``Unsubscribe``, ``Subscribe``, (ignored)   replies and tests, not outcomes
+``AutoResponder``, ``AddressChange``,
+``OpenRelayTest``,
 ``ChallengeVerification``, ``InboundError``
-``Inbound`` (or no ``RecordType``) error       the inbound webhook pointed here
-any other ``RecordType``           error       ``InvalidWebhook("body.RecordType")``
-=================================  ==========  ==============================================
+``Inbound`` (or no ``RecordType``)         error       the inbound webhook points here
+any other ``RecordType``                   error       ``InvalidWebhook("body.RecordType")``
+=========================================  ==========  =====================================
 
 Fields: ``event_id`` is the bounce ``ID`` (bounce and spam-complaint records); Delivery,
 Open and Click records have no id, so theirs is the SHA-256 of the record's canonical JSON

@@ -25,8 +25,9 @@ Resend type                  kind        notes
 ``email.failed``             rejected    not sent (``data.failed.reason``)
 ``email.suppressed``         rejected    not sent: the address is on the suppression list
 ``email.received``           (ignored)   inbound mail, not an outcome of ours
-``contact.*``, ``domain.*``,  (ignored)   events about other resources
-``suppression.*``, ``inbox.*``
+``contact.*``, ``domain.*``, (ignored)   events about other resources
+``suppression.*``,
+``inbox.*``
 other ``email.*``            error       ``InvalidWebhook("body.type")``
 ===========================  ==========  ===============================================
 

@@ -10,25 +10,25 @@ nothing is verified then.
 
 Mapping (``event``):
 
-========================  ==========  ==================================================
-SendGrid event            kind        notes
-========================  ==========  ==================================================
-``processed``             (ignored)   SendGrid accepted the message
-``deferred``              deferred    SendGrid keeps retrying (``response``)
-``delivered``             delivered   ``response``
-``bounce``                bounced     ``type`` ``bounce`` -> permanent, ``blocked`` ->
-                                      soft, absent -> ``None``
-``dropped``               rejected    not sent (``reason``: "Bounced Address",
-                                      "Unsubscribed Address", "Invalid", …)
-``open``                  opened
-``click``                 clicked
-``spamreport``            complained
-``unsubscribe``,          (ignored)   subscription changes, not delivery outcomes
+=========================  ==========  ================================================
+SendGrid event             kind        notes
+=========================  ==========  ================================================
+``processed``              (ignored)   SendGrid accepted the message
+``deferred``               deferred    SendGrid keeps retrying (``response``)
+``delivered``              delivered   ``response``
+``bounce``                 bounced     ``type`` ``bounce`` -> permanent, ``blocked``
+                                       -> soft, absent -> ``None``
+``dropped``                rejected    not sent (``reason``: "Bounced Address",
+                                       "Unsubscribed Address", "Invalid", …)
+``open``                   opened
+``click``                  clicked
+``spamreport``             complained
+``unsubscribe``,           (ignored)   subscription changes, not delivery outcomes
 ``group_unsubscribe``,
 ``group_resubscribe``
-``account_status_change`` (ignored)   about the account, not a message
-anything else             error       ``InvalidWebhook("body[i].event")``
-========================  ==========  ==================================================
+``account_status_change``  (ignored)   about the account, not a message
+anything else              error       ``InvalidWebhook("body[i].event")``
+=========================  ==========  ================================================
 
 One bad event refuses the whole batch (nothing is returned half-parsed); SendGrid then
 retries the batch. Duplicates are returned as they come: the same event twice has the same

@@ -28,25 +28,26 @@ replayed message a duplicate event, not a new one.
 
 Mapping (``eventType``, or ``notificationType`` for feedback notifications):
 
-=====================  =============  =====================================================
-SES type               kind           notes
-=====================  =============  =====================================================
-``Send``               (ignored)      SES accepted the request
-``Delivery``           delivered      one event per ``delivery.recipients``; ``smtpResponse``
-``DeliveryDelay``      deferred       one per ``deliveryDelay.delayedRecipients``
-``Bounce``             bounced        one per ``bounce.bouncedRecipients``; ``bounceType``
-                                      ``Permanent`` -> permanent, ``Transient`` -> soft,
-                                      ``Undetermined`` (or other) -> ``None``
-``Complaint``          complained     one per ``complaint.complainedRecipients``
-``Reject``             rejected       SES found a virus and did not send
-``Rendering Failure``  rejected       the template could not be rendered; not sent
-``Open``               opened
-``Click``              clicked
-``Subscription``       (ignored)      a subscription-preference change, not a delivery
-``AmazonSnsSubscriptionSucceeded``  (ignored)  SES's test notification for a new topic
-``Received``           error          an inbound (receiving) notification on this endpoint
-anything else          error          ``InvalidWebhook`` naming the type field
-=====================  =============  =====================================================
+==================================  ==========  ==========================================
+SES type                            kind        notes
+==================================  ==========  ==========================================
+``Send``                            (ignored)   SES accepted the request
+``Delivery``                        delivered   one event per ``delivery.recipients``
+``DeliveryDelay``                   deferred    one per ``deliveryDelay.delayedRecipients``
+``Bounce``                          bounced     one per ``bounce.bouncedRecipients``;
+                                                ``bounceType`` ``Permanent`` -> permanent,
+                                                ``Transient`` -> soft, ``Undetermined``
+                                                (or another) -> ``None``
+``Complaint``                       complained  one per ``complaint.complainedRecipients``
+``Reject``                          rejected    SES found a virus and did not send
+``Rendering Failure``               rejected    the template did not render; not sent
+``Open``                            opened
+``Click``                           clicked
+``Subscription``                    (ignored)   a subscription-preference change
+``AmazonSnsSubscriptionSucceeded``  (ignored)   SES's test notification for a new topic
+``Received``                        error       an inbound (receiving) notification
+anything else                       error       ``InvalidWebhook`` naming the type field
+==================================  ==========  ==========================================
 
 Events that name no recipient (``Reject``, ``Rendering Failure``, ``Open``, ``Click``) carry
 the message's destination when it has exactly one, else ``None``.
