@@ -7,6 +7,7 @@ import base64
 import hashlib
 import hmac
 import json
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,7 +60,8 @@ class LocalServer:
 
 
 @contextmanager
-def local_server() -> Iterator[LocalServer]:
+def local_server(tls: ssl.SSLContext | None = None) -> Iterator[LocalServer]:
+    """A real HTTP server on 127.0.0.1 (HTTPS with ``tls``), stopped on exit."""
     state: dict[str, LocalServer] = {}
 
     class Handler(BaseHTTPRequestHandler):
@@ -80,6 +82,8 @@ def local_server() -> Iterator[LocalServer]:
             pass
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls is not None:
+        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
     state["server"] = LocalServer(port=httpd.server_address[1])
     thread = threading.Thread(
         target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True

@@ -4,11 +4,14 @@ real HTTP server on 127.0.0.1), subscription confirmation, and bad bodies."""
 from __future__ import annotations
 
 import json
+import ssl
+import urllib.error
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from email_delivery.errors import InvalidInput
 from email_delivery.providers import (
@@ -567,3 +570,35 @@ def test_a_message_that_is_not_json_is_refused(
 )
 def test_is_sns_url(url: str, certificate: bool, topic: str | None, expected: bool) -> None:
     assert ses.is_sns_url(url, certificate=certificate, topic_arn=topic) is expected
+
+
+def test_a_certificate_that_cannot_be_fetched_is_not_the_senders_fault(
+    certificate: SigningCertificate, server: LocalServer
+) -> None:
+    del server.routes[CERT_PATH]  # the server answers 404
+    envelope = sns_notification(fixture("ses", "bounce.json"), certificate.key)
+    with pytest.raises(OSError) as raised:
+        parse(envelope, server)
+    # Not an InvalidWebhook: answer 5xx so that SNS retries.
+    assert not isinstance(raised.value, InvalidWebhook)
+
+
+def test_the_default_https_get_checks_the_server_certificate(tmp_path: Any) -> None:
+    """The default fetcher's GET refuses a server whose certificate is not trusted (here a
+    self-signed one on 127.0.0.1), so a certificate is only ever taken from the real SNS."""
+    untrusted = make_certificate()
+    (tmp_path / "cert.pem").write_bytes(untrusted.pem)
+    (tmp_path / "key.pem").write_bytes(
+        untrusted.key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    with local_server(tls=context) as https_server:
+        https_server.routes["/cert.pem"] = untrusted.pem
+        with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+            ses._https_get(f"https://127.0.0.1:{https_server.port}/cert.pem")
+        assert https_server.requests == []
