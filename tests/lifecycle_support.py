@@ -59,9 +59,12 @@ async def owner_conn(cluster: Cluster, database: str) -> AsyncIterator[asyncpg.C
 
 
 async def events(conn: asyncpg.Connection, delivery_id: str) -> list[asyncpg.Record]:
+    """The delivery's events, but those of ``expire_claim``: moving a claim's stamp into the
+    past stands in for time passing, and the owner's edit is audited like any other."""
     return await conn.fetch(
         "SELECT status::text, attempt, error_code, error_message, payload::text "
-        "FROM email.delivery_events WHERE delivery_id = $1 ORDER BY id",
+        "FROM email.delivery_events WHERE delivery_id = $1 "
+        "AND changed_columns IS DISTINCT FROM ARRAY['last_attempted_at'] ORDER BY id",
         delivery_id,
     )
 

@@ -26,6 +26,8 @@ HERE = Path(__file__).parent
 
 
 def upgrade() -> None:
+    op.execute("SET LOCAL lock_timeout = '5s'")
+    op.execute("SET LOCAL statement_timeout = '60s'")
     op.replace_sql_object(
         HERE / "0004/functions/claim_delivery.sql",
         previous=HERE / "0002/functions/claim_delivery.sql",
@@ -88,6 +90,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute("SET LOCAL lock_timeout = '5s'")
+    op.execute("SET LOCAL statement_timeout = '60s'")
     op.replace_sql_object(
         HERE / "0003/views/delivery_stats_hourly.sql",
         previous=HERE / "0004/views/delivery_stats_hourly.sql",

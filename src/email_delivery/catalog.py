@@ -37,11 +37,13 @@ SUPABASE_API_ROLES = ("anon", "authenticated")
 """Supabase's Data API roles: they get nothing here, explicitly, where they exist."""
 
 TABLE_PRIVILEGES: dict[str, dict[str, tuple[str, ...]]] = {
-    "deliveries": {READER_ROLE: ("SELECT",), WRITER_ROLE: ("SELECT", "INSERT", "UPDATE")},
-    "delivery_events": {READER_ROLE: ("SELECT",), WRITER_ROLE: ("SELECT", "INSERT")},
+    "deliveries": {READER_ROLE: ("SELECT",), WRITER_ROLE: ("SELECT",)},
+    "delivery_events": {READER_ROLE: ("SELECT",), WRITER_ROLE: ("SELECT",)},
 }
 """Who may do what on each table; each (table, role, command) has one permissive policy
-``<table>_<role>_<command>`` in ``sql/policies``."""
+``<table>_<role>_<command>`` in ``sql/policies``. Nobody but the owner writes: the worker
+records deliveries through the SECURITY DEFINER lifecycle functions (revision 0005), and
+the audit trail is written by the owner's trigger alone (see docs/security.md)."""
 
 RLS_TABLES = tuple(TABLE_PRIVILEGES)
 """Tables with row level security enabled."""
@@ -60,6 +62,7 @@ FUNCTION_EXECUTE: dict[str, tuple[str, ...]] = {
     "is_allowed_transition": _READ_AND_WRITE,
     "sanitize_error_message": _READ_AND_WRITE,
     "find_secret": _READ_AND_WRITE,
+    "percent_decoded": _READ_AND_WRITE,
     "delivery_stats": (READER_ROLE,),
     "enqueue_delivery": (WRITER_ROLE,),
     "enqueue_deliveries": (WRITER_ROLE,),
@@ -70,9 +73,18 @@ FUNCTION_EXECUTE: dict[str, tuple[str, ...]] = {
     "reap_stale_deliveries": (WRITER_ROLE,),
     # Operators only: no group role; the owner (Supabase's postgres, the CLI's login) runs it.
     "requeue_delivery": (),
+    # The owner's internals: the triggers, the payload hand-over and the retry budget run
+    # as the owner (inside the SECURITY DEFINER lifecycle functions or the owner's session).
+    "guard_delivery": (),
+    "audit_inserted_deliveries": (),
+    "audit_updated_deliveries": (),
+    "attach_event_payloads": (),
+    "attached_payloads": (),
+    "attempts_since_requeue": (),
+    "is_owner_session": (),
 }
-"""Functions by name and the roles that may execute them. Every other function of ours
-(the trigger functions) is executable by nobody but its owner: triggers need no EXECUTE."""
+"""Every function by name and the roles that may execute it (``()``: nobody but its owner;
+triggers need no EXECUTE, and the lifecycle functions run as the owner)."""
 
 
 # -----------------------------------------------------------------------------------------

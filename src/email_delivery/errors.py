@@ -27,7 +27,9 @@ __all__ = [
     "IllegalTransition",
     "InvalidInput",
     "NotMigrated",
+    "OwnerOnly",
     "PermissionDenied",
+    "ProtectedColumn",
     "SecretInInput",
     "StatementTimeout",
     "translate_errors",
@@ -69,6 +71,22 @@ class AttemptsDecreased(EmailDeliveryError):
     """``attempts`` would go down (raised by the database's guard)."""
 
     sqlstate = "ED002"
+
+
+class ProtectedColumn(EmailDeliveryError):
+    """A change only the lifecycle functions (or the schema owner) may make to a delivery:
+    an immutable column, a time the database sets, a sent delivery, the lifecycle's own
+    metadata keys (raised by the database's guard; ``column`` names it)."""
+
+    sqlstate = "ED004"
+
+
+class OwnerOnly(EmailDeliveryError, PermissionError):
+    """Only the schema owner may do this: requeue, or insert a delivery other than a new
+    ``queued`` one (raised by the database's guard, whoever calls)."""
+
+    sqlstate = "ED005"
+    hint = "run it as the schema owner (Supabase's postgres), e.g. `email-delivery requeue`"
 
 
 class DeliveryNotFound(EmailDeliveryError, LookupError):
@@ -124,7 +142,7 @@ class StatementTimeout(EmailDeliveryError, TimeoutError):
 
 SQLSTATES: dict[str, type[EmailDeliveryError]] = {
     cls.sqlstate: cls
-    for cls in (IllegalTransition, AttemptsDecreased, SecretInInput)
+    for cls in (IllegalTransition, AttemptsDecreased, SecretInInput, ProtectedColumn, OwnerOnly)
     if cls.sqlstate is not None
 }
 """The package's own SQLSTATEs (class ``ED``) and the exceptions they become."""

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     text,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
 from email_delivery.base import SCHEMA, Base
@@ -135,6 +136,8 @@ class DeliveryEvent(Base):
     payload: Mapped[dict[str, Any] | None]
     """Whatever the writer attached to this transition, e.g. the SMTP reply."""
     created_at: Mapped[datetime] = mapped_column(server_default=text("now()"))
+    changed_columns: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
+    """The delivery's columns this update changed (NULL for the insert's event)."""
 
     __table_args__ = (
         CheckConstraint("attempt >= 0", name="attempt_non_negative"),

@@ -119,8 +119,16 @@ def _names(roles: Sequence[str]) -> str:
     return ", ".join(f'"{role}"' for role in roles)
 
 
-def _grants(obj: sql.SqlObject, indent: str) -> list[str]:
+def _grants(obj: sql.SqlObject, indent: str, *, dropped: bool = False) -> list[str]:
     roles = catalog.FUNCTION_EXECUTE.get(obj.name)
+    if roles is None and dropped:
+        # Re-created by a downgrade: its grants were an earlier revision's op calls.
+        print(
+            f"note: the downgrade re-creates {obj.name} executable by nobody but its owner; "
+            "add the grants it had, if any",
+            file=sys.stderr,
+        )
+        roles = ()
     if roles is None:
         raise SystemExit(f"add {obj.name} to catalog.FUNCTION_EXECUTE (who may execute it)")
     target = f"FUNCTION email.{obj.identity}"
@@ -161,12 +169,12 @@ def render_module(
             upgrade += _grants(change.obj, indent)
             downgrade.append(f"{indent}op.drop_sql_object({new})")
             downgrade.append(f"{indent}op.create_sql_object({old})")
-            downgrade += _grants(frozen_object(change.previous or ""), indent)
+            downgrade += _grants(frozen_object(change.previous or ""), indent, dropped=True)
         else:
             upgrade.append(f"{indent}op.drop_sql_object({old})")
             downgrade.append(f"{indent}op.create_sql_object({old})")
             if change.obj.kind == "function":
-                downgrade += _grants(change.obj, indent)
+                downgrade += _grants(change.obj, indent, dropped=True)
     # Undo in reverse order: what the upgrade created last goes first.
     undo: list[str] = []
     for block in _blocks(downgrade):

@@ -17,7 +17,13 @@ from types import MappingProxyType
 
 from sqlalchemy.dialects import postgresql
 
-from email_delivery.errors import AttemptsDecreased, IllegalTransition, SecretInInput
+from email_delivery.errors import (
+    AttemptsDecreased,
+    IllegalTransition,
+    OwnerOnly,
+    ProtectedColumn,
+    SecretInInput,
+)
 from email_delivery.models import MAX_ERROR_MESSAGE_LENGTH, MAX_JSON_BYTES, Delivery
 from email_delivery.models import DeliveryStatus as S
 
@@ -78,6 +84,8 @@ DELIVERY_ROW_COLUMNS = tuple(column.name for column in Delivery.__table__.column
 # ---------------------------------------------------------------------------------------
 
 MAX_REFERENCE_LENGTH = 200
+ERROR_CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
+"""``last_error_code``: ``SMTP_535``, ``TimeoutError``, ``LEASE_EXPIRED``."""
 LIFECYCLE_JSON_HEADROOM = 512
 """Bytes of the 16 KiB a caller's object may not use: the lifecycle functions add their own
 keys (a dead-letter reference of up to 200 characters, the reported attempt), and what the
@@ -90,33 +98,26 @@ MAX_BATCH = 10_000
 # Secret detection (metadata and payload keys and values)
 # ---------------------------------------------------------------------------------------
 
-SECRET_WORDS = frozenset(
+SECRET_SUFFIXES = frozenset(
     {
-        "otp",
-        "pin",
-        "passcode",
-        "token",
-        "password",
-        "passwd",
-        "pwd",
-        "secret",
-        "apikey",
-        "credential",
-        "credentials",
-        "authorization",
-        "bearer",
-        "cookie",
+        "token", "password", "passwd", "pwd", "passcode", "passphrase", "secret", "otp",
+        "jwt", "apikey", "credential", "credentials", "authorization", "bearer", "cookie",
         "magiclink",
     }
-)
-"""A key holding one of these words (after splitting camelCase and separators) is a secret."""
+)  # fmt: skip
+"""A key word that is one of these, or ends with one (``resettoken``, ``totp``,
+``onetimepassword``), names a secret; so does its plural (``tokens``)."""
+SECRET_WORDS = SECRET_SUFFIXES | {"pin"}
+"""Secret words as whole words ("pin" only whole: "spin" and "hairpin" are harmless)."""
 # "code" and "key" are common harmless words ("country_code", "idempotency_key"): "code" is
-# a secret unless a harmless qualifier precedes it, "key" only after a secret qualifier.
+# a secret unless a harmless qualifier precedes it (as a word, or inside one word:
+# "zipcode"), "key" only after a secret qualifier ("api_key", "privatekey").
 HARMLESS_CODE_QUALIFIERS = frozenset(
     {
         "country", "language", "lang", "locale", "status", "error", "currency", "postal",
-        "zip", "region", "template", "reason", "response", "smtp", "http", "reply", "bounce",
-        "workflow", "product", "plan", "campaign", "promo", "discount", "color", "area",
+        "post", "zip", "region", "template", "reason", "response", "smtp", "http", "reply",
+        "bounce", "workflow", "product", "plan", "campaign", "promo", "discount", "color",
+        "area", "bar", "qr", "uni", "en", "de", "op", "short", "geo", "source", "hash",
     }
 )  # fmt: skip
 SECRET_KEY_QUALIFIERS = frozenset({"api", "private", "secret", "access", "signing", "encryption"})
@@ -126,35 +127,83 @@ HARMLESS_LAST_WORDS = frozenset(
 """A key whose last word is one of these describes a secret without holding it."""
 HASH_SUFFIXES = ("_sha256", "_sha512", "_hash", "_hmac", "_digest")
 """A key ending in one of these may hold a hash of a secret (not the secret itself)."""
+PLURAL_STEMS = (*sorted(SECRET_WORDS), "code", "key")
+"""A word ending in one of these plus "s" is read as its singular (``recovery_codes``)."""
 
 # Written to mean the same in Python's re and PostgreSQL's regular expressions.
 HASH_VALUE_PATTERN = r"^((sha256|sha512|sha1|hmac-sha256):)?[0-9a-fA-F]{32,128}$"
-SECRET_PARAMETER_PATTERN = (
-    r"[?&#;]([a-z0-9_]*_)?(token|code|otp|key|secret|password|sig|signature|auth|jwt)[a-z0-9_]*="
+
+ALLOWED_LINK_PARAMETERS = frozenset(
+    {"utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", "utm_id", "lang",
+     "locale", "hl", "list"}
+)  # fmt: skip
+"""The only query (or fragment) parameters a link in metadata may carry. Any other name —
+``token``, ``oobCode``, ``u`` (a redirect wrapping another link) — may hold a secret, and a
+short allow-list cannot be fooled by a name nobody thought of, as a word list can."""
+PERCENT_DECODING: tuple[tuple[str, str, str], ...] = (
+    *(
+        (f"%{code}", char, "gi")
+        for code, char in (
+            ("3a", ":"), ("2f", "/"), ("3f", "?"), ("3d", "="), ("26", "&"), ("23", "#"),
+            ("3b", ";"),
+        )
+    ),
+    ("%25", "%", "gi"),
+) * 2  # fmt: skip
+"""The escapes that hide a link's structure, undone twice (double encoding) in this order,
+before links are looked at: ``https%3A%2F%2Fapp%2Freset%3Ftoken%3D…``."""
+LINK_PATTERN = (
+    r"(?:https?:)?//[^[:space:]/?#]+[^[:space:]?#]*(?:\?([^[:space:]#]*))?(?:#([^[:space:]]*))?"
 )
+"""A link (``https://``, ``http://`` or scheme-relative ``//host``): group 1 its query,
+group 2 its fragment (parameters only when it holds a ``=``)."""
 LONG_TOKEN_PATTERN = r"(?=[A-Za-z0-9_-]*[0-9])(?=[A-Za-z0-9_-]*[A-Za-z])[A-Za-z0-9_-]{24,}"
-LINK_SECRET_PARAMETER_PATTERN = rf"https?://[^\s]*{SECRET_PARAMETER_PATTERN}"
-"""A URL whose query or fragment has a parameter named like a secret."""
-LINK_LONG_TOKEN_PATTERN = rf"https?://[^\s?]*{LONG_TOKEN_PATTERN}"
-"""A URL whose path (before any ``?``) holds a long token."""
+LINK_LONG_TOKEN_PATTERN = rf"(?:https?:)?//[^[:space:]?#]*{LONG_TOKEN_PATTERN}"
+"""A link whose path holds a long token (``/invite/3f9a8b7c…``)."""
 SECRET_PREFILTER_WORDS = frozenset(
     {*SECRET_WORDS, "code", "key", "http", *(suffix.strip("_") for suffix in HASH_SUFFIXES)}
 )
-"""Every key or value the rules can flag contains one of these (case-insensitively), even
-across separators: the database skips its key walk for objects without any."""
+"""Every key or value the key rules can flag contains one of these (case-insensitively), even
+across separators; a link contains ``//``. The database skips its walk for objects with
+neither."""
 
 # ---------------------------------------------------------------------------------------
 # Error messages: the sanitiser's redactions, in order
 # ---------------------------------------------------------------------------------------
 
+_KEY_CHARS = "A-Za-z0-9_-"
+_HARMLESS_CODES = "|".join(sorted(HARMLESS_CODE_QUALIFIERS))
+_ADDRESS_LOCAL = r"""("[^"]*"|[^][[:space:]@<>(),;:"']+)"""
+_ADDRESS_LABEL = r"""[^][[:space:]@<>(),;:"'/.]+"""
 SANITIZE_RULES: tuple[tuple[str, str, str], ...] = (
     ("[[:cntrl:]]", " ", "g"),
-    (r"(https?://[^[:space:]?#]*)\?[^[:space:]#]*", r"\1?[redacted]", "gi"),
-    (r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}", "[email]", "g"),
-    ("(bearer|basic)[[:space:]]+[^[:space:]]+", r"\1 [redacted]", "gi"),
+    # Credentials in a URL: smtp://user:password@host.
+    ("([a-z][a-z0-9+.-]*://)[^/[:space:]:@]+:[^/[:space:]@]+@", r"\1[redacted]@", "gi"),
+    # A link's query string, and a fragment holding parameters.
+    (r"((?:https?:)?//[^[:space:]?#]*)\?[^[:space:]#]*", r"\1?[redacted]", "gi"),
+    (r"((?:https?:)?//[^[:space:]#]*)#[^[:space:]]*=[^[:space:]]*", r"\1#[redacted]", "gi"),
+    # Addresses: quoted and international local parts, IDN domains and address literals.
     (
-        "(password|passwd|pwd|secret|token|api[_-]?key|apikey|authorization|code|otp)"
-        "([[:space:]]*[:=][[:space:]]*)[^[:space:],;]+",
+        rf"{_ADDRESS_LOCAL}@(\[[0-9A-Fa-f.:]+\]|{_ADDRESS_LABEL}(\.{_ADDRESS_LABEL})+)",
+        "[email]",
+        "g",
+    ),
+    ("((set-)?cookie[[:space:]]*:[[:space:]]*)[^[:space:];,]+", r"\1[redacted]", "gi"),
+    ("(bearer|basic)[[:space:]]+[^[:space:]]+", r"\1 [redacted]", "gi"),
+    # key: value, key=value, "key": "value", 'key': 'value' (JSON bodies, Python reprs);
+    # not error_code, status_code … (a harmless word before "code").
+    (
+        f"(^|[^{_KEY_CHARS}])"
+        f"(?!(?:{_HARMLESS_CODES})[_ -]?codes?[^{_KEY_CHARS}])"
+        f"([{_KEY_CHARS}]*(?:password|passwd|passphrase|pwd|secret|token|api[_-]?key|authorization"
+        "|otp|pin|passcode|cookie|jwt|codes?))"
+        """(["']?[[:space:]]*[:=][[:space:]]*["']?)[^"'[:space:],;}]+""",
+        r"\1\2\3[redacted]",
+        "gi",
+    ),
+    # A number right after a word that names one: "PIN 4821", "code 482193".
+    (
+        f"(^|[^{_KEY_CHARS}])((?:pin|otp|passcode|code)[[:space:]]+)[0-9]{{4,12}}",
         r"\1\2[redacted]",
         "gi",
     ),
@@ -166,8 +215,8 @@ SANITIZE_RULES: tuple[tuple[str, str, str], ...] = (
     ),
 )
 """``(pattern, replacement, flags)`` in PostgreSQL's ``regexp_replace`` terms, applied in
-order (``g``: every match, ``i``: ignoring case); the result is capped at
-``MAX_ERROR_MESSAGE_LENGTH`` characters."""
+order after ``PERCENT_DECODING`` (``g``: every match, ``i``: ignoring case); the result is
+capped at ``MAX_ERROR_MESSAGE_LENGTH`` characters."""
 
 _POSIX_CLASSES = {"[:space:]": r"\s", "[:cntrl:]": r"\x00-\x1f\x7f"}
 
@@ -235,18 +284,29 @@ def _transition_rows() -> str:
     return f",\n{indent}".join(_wrapped(group, indent=indent, width=92) for group in groups)
 
 
-def _sanitize_expression() -> str:
-    # The innermost call first: regexp_replace(regexp_replace(message, rule 1), rule 2) …
+def _nested_replace(rules: tuple[tuple[str, str, str], ...], argument: str) -> str:
+    """``regexp_replace(regexp_replace(argument, rule 1), rule 2) …``, one rule a line."""
     indent = " " * 12
-    nested = "\n".join("        regexp_replace(" for _ in SANITIZE_RULES)
-    lines = [nested.lstrip() + "message,"]
-    for pattern, replacement, flags in SANITIZE_RULES:
-        one_line = f"{indent}'{pattern}', '{replacement}', '{flags}'),"
+    nested = "\n".join("        regexp_replace(" for _ in rules)
+    lines = [nested.lstrip() + f"{argument},"]
+    for pattern, replacement, flags in rules:
+        one_line = f"{indent}{_literal(pattern)}, {_literal(replacement)}, '{flags}'),"
         if len(one_line) <= 100:
             lines.append(one_line)
         else:
-            lines += [f"{indent}'{pattern}',", f"{indent}'{replacement}', '{flags}'),"]
+            lines.append(f"{indent}{_literal(pattern)},")
+            lines.append(f"{indent}{_literal(replacement)}, '{flags}'),")
     return "\n".join(lines)
+
+
+def _changed_columns() -> str:
+    # The columns an update changed (its audit event names them); updated_at always changes
+    # and delivery_id never does.
+    watched = [c for c in DELIVERY_ROW_COLUMNS if c not in ("delivery_id", "updated_at")]
+    cases = ",\n            ".join(
+        f"CASE WHEN n.{c} IS DISTINCT FROM o.{c} THEN '{c}' END" for c in watched
+    )
+    return f"array_remove(ARRAY[\n            {cases}], NULL)"
 
 
 def _delivery_row_types() -> str:
@@ -276,20 +336,32 @@ _RENDERERS: dict[str, Callable[[], str]] = {
     "sqlstate_illegal_transition": lambda: _literal(str(IllegalTransition.sqlstate)),
     "sqlstate_attempts_decreased": lambda: _literal(str(AttemptsDecreased.sqlstate)),
     "sqlstate_secret_in_input": lambda: _literal(str(SecretInInput.sqlstate)),
-    "sanitize_expression": _sanitize_expression,
+    "sqlstate_protected_column": lambda: _literal(str(ProtectedColumn.sqlstate)),
+    "sqlstate_owner_only": lambda: _literal(str(OwnerOnly.sqlstate)),
+    "error_code_pattern": lambda: _literal(ERROR_CODE_PATTERN),
+    "changed_columns": _changed_columns,
+    "sanitize_expression": lambda: _nested_replace(SANITIZE_RULES, "message"),
+    "percent_decoding": lambda: _nested_replace(PERCENT_DECODING, "value").removesuffix(","),
     "secret_prefilter": lambda: _literal(_alternation(SECRET_PREFILTER_WORDS)),
     "secret_words": lambda: _sql_list(sorted(SECRET_WORDS)),
-    # The key rules over a key written as _word_word_ (camelCase split, lower-cased).
-    "secret_word_pattern": lambda: _literal(f"_({_alternation(SECRET_WORDS)})_"),
-    "harmless_last_word_pattern": lambda: _literal(f"_({_alternation(HARMLESS_LAST_WORDS)})_$"),
-    "secret_code_pattern": lambda: _literal(
-        f"_(?!({_alternation(HARMLESS_CODE_QUALIFIERS)})_)[a-z0-9]+_code_"
+    # The key rules over a key written as _word_word_ (camelCase split, lower-cased), a plural
+    # read as its singular: the same decisions as validation._names_secret.
+    "secret_word_pattern": lambda: _literal(
+        f"_(pins?|[a-z0-9]*({_alternation(SECRET_SUFFIXES)})s?)_"
     ),
-    "secret_key_pattern": lambda: _literal(f"_({_alternation(SECRET_KEY_QUALIFIERS)})_key_"),
+    "harmless_last_word_pattern": lambda: _literal(f"_({_alternation(HARMLESS_LAST_WORDS)})_$"),
+    "code_after_word_pattern": lambda: _literal(
+        f"_(?!(?:{_alternation(HARMLESS_CODE_QUALIFIERS)})_)[a-z0-9]+_codes?_"
+    ),
+    "compound_code_pattern": lambda: _literal(
+        f"_(?!(?:{_alternation(HARMLESS_CODE_QUALIFIERS)})codes?_)[a-z0-9]+codes?_"
+    ),
+    "secret_key_pattern": lambda: _literal(f"_(?:{_alternation(SECRET_KEY_QUALIFIERS)})_?keys?_"),
     "hash_suffix_pattern": lambda: _literal(f"({'|'.join(HASH_SUFFIXES)})$"),
     "hash_value_pattern": lambda: _literal(HASH_VALUE_PATTERN),
-    "link_secret_parameter_pattern": lambda: _literal(LINK_SECRET_PARAMETER_PATTERN),
+    "link_pattern": lambda: _literal(LINK_PATTERN),
     "link_long_token_pattern": lambda: _literal(LINK_LONG_TOKEN_PATTERN),
+    "allowed_link_parameters": lambda: _sql_list(sorted(ALLOWED_LINK_PARAMETERS)),
     "stats_bucket_origin": lambda: STATS_BUCKET_ORIGIN,
 }
 

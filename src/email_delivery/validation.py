@@ -94,7 +94,7 @@ _DELIVERY_ID = re.compile(DELIVERY_ID_PATTERN)
 _WORKFLOW = re.compile(WORKFLOW_PATTERN)
 # The database's CHECK: no whitespace, exactly one @, something on both sides.
 _RECIPIENT = re.compile(r"^[^@\s]+@[^@\s]+$")
-_ERROR_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+_ERROR_CODE = re.compile(rules.ERROR_CODE_PATTERN)
 _REFERENCE = re.compile(rf"^[^\s\x00-\x1f]{{1,{rules.MAX_REFERENCE_LENGTH}}}$")
 
 
@@ -165,36 +165,71 @@ def check_reason(value: object, field: str = "reason") -> str:
 _WORD_SPLIT = re.compile(r"[^a-z0-9]+")
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _HASH_VALUE = re.compile(rules.HASH_VALUE_PATTERN)
-_LINKS_WITH_TOKENS = (
-    re.compile(rules.LINK_SECRET_PARAMETER_PATTERN, re.IGNORECASE),
-    re.compile(rules.LINK_LONG_TOKEN_PATTERN, re.IGNORECASE),
+_PLURAL = re.compile(f"({'|'.join(rules.PLURAL_STEMS)})s$")
+_SECRET_SUFFIX = re.compile(f"({'|'.join(sorted(rules.SECRET_SUFFIXES))})$")
+_PERCENT_DECODING = tuple(
+    (re.compile(pattern, re.IGNORECASE), replacement)
+    for pattern, replacement, _ in rules.PERCENT_DECODING
 )
+_LINK = re.compile(rules.python_regex(rules.LINK_PATTERN), re.IGNORECASE)
+_LINK_LONG_TOKEN = re.compile(rules.python_regex(rules.LINK_LONG_TOKEN_PATTERN), re.IGNORECASE)
 
 
 def _words(key: str) -> list[str]:
     return [w for w in _WORD_SPLIT.split(_CAMEL.sub("_", key).lower()) if w]
 
 
+def _singular(word: str) -> str:
+    return word[:-1] if _PLURAL.search(word) else word
+
+
 def _names_secret(key: str) -> bool:
+    """The key rules of ``rules`` (the database's ``email.find_secret`` applies the same)."""
     words = _words(key)
     if not words or words[-1] in rules.HARMLESS_LAST_WORDS:
         return False
-    if "".join(words) in rules.SECRET_WORDS:
+    joined = "".join(words)
+    if joined in rules.SECRET_WORDS or _singular(joined) in rules.SECRET_WORDS:
         return True
-    for i, word in enumerate(words):
-        previous = words[i - 1] if i > 0 else ""
-        if word in rules.SECRET_WORDS:
+    for i, raw in enumerate(words):
+        word = _singular(raw)
+        previous = words[i - 1] if i > 0 else None
+        if word == "pin" or _SECRET_SUFFIX.search(word):
             return True
         if word == "code" and previous not in rules.HARMLESS_CODE_QUALIFIERS:
             return True
+        if word.endswith("code") and word[:-4] and word[:-4] not in rules.HARMLESS_CODE_QUALIFIERS:
+            return True
         if word == "key" and previous in rules.SECRET_KEY_QUALIFIERS:
+            return True
+        if word.endswith("key") and word[:-3] in rules.SECRET_KEY_QUALIFIERS:
             return True
     return False
 
 
-def _link_with_token(text: str) -> bool:
-    """A URL whose query or fragment names a secret, or whose path holds a long token."""
-    return any(pattern.search(text) for pattern in _LINKS_WITH_TOKENS)
+def percent_decoded(text: str) -> str:
+    """``text`` with the escapes that hide a link's structure undone (``rules``)."""
+    if "%" not in text:
+        return text
+    for pattern, replacement in _PERCENT_DECODING:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _parameters(part: str) -> list[str]:
+    return [p.split("=", 1)[0].lower() for p in re.split("[&;]", part) if p]
+
+
+def _link_with_secret(text: str) -> bool:
+    """A link with a query or fragment parameter off the allow-list, or a long token in its
+    path, percent-encoded or not."""
+    text = percent_decoded(text)
+    for match in _LINK.finditer(text):
+        query, fragment = match.group(1) or "", match.group(2) or ""
+        names = _parameters(query) + (_parameters(fragment) if "=" in fragment else [])
+        if any(name not in rules.ALLOWED_LINK_PARAMETERS for name in names):
+            return True
+    return bool(_LINK_LONG_TOKEN.search(text))
 
 
 def _hash_suffixed(key: str) -> bool:
@@ -222,7 +257,7 @@ def find_secret(value: object, path: str) -> str | None:
             found = find_secret(item, f"{path}[{index}]")
             if found:
                 return found
-    elif isinstance(value, str) and _link_with_token(value):
+    elif isinstance(value, str) and _link_with_secret(value):
         return path
     return None
 
@@ -288,6 +323,7 @@ _REDACTIONS = tuple(
 
 def sanitize_error_message(message: str, *, limit: int = MAX_ERROR_MESSAGE_LENGTH) -> str:
     """Redact addresses, credentials, long tokens and URL query strings; cap the length."""
+    message = percent_decoded(message)
     for pattern, replacement in _REDACTIONS:
         message = pattern.sub(replacement, message)
     return message[:limit]

@@ -1,11 +1,12 @@
 """The grant and RLS matrix, tried with real statements, and the lock-down of every function.
 
 The design, written out here independently of ``catalog.TABLE_PRIVILEGES``: ``email_reader``
-reads both tables; ``email_writer`` reads, inserts and updates deliveries and reads and
-inserts events; nobody else gets anything; only the owner deletes or truncates; events are
-never updated. Group roles are exercised through the logins the README tells users to
-create; Supabase's ``anon`` and ``authenticated`` through ``SET ROLE`` from the owner, which
-is a member of both, as Supabase's ``postgres`` is.
+and ``email_writer`` read both tables and write neither (since revision 0005 the worker
+writes only through the SECURITY DEFINER lifecycle functions, and only the owner's trigger
+writes events); nobody else gets anything; only the owner deletes or truncates. Group roles
+are exercised through the logins the README tells users to create; Supabase's ``anon`` and
+``authenticated`` through ``SET ROLE`` from the owner, which is a member of both, as
+Supabase's ``postgres`` is.
 """
 
 from __future__ import annotations
@@ -34,13 +35,7 @@ PRINCIPALS = {
 }
 
 ALLOWED = {
-    "email_writer": {
-        ("deliveries", "SELECT"),
-        ("deliveries", "INSERT"),
-        ("deliveries", "UPDATE"),
-        ("delivery_events", "SELECT"),
-        ("delivery_events", "INSERT"),
-    },
+    "email_writer": {("deliveries", "SELECT"), ("delivery_events", "SELECT")},
     "email_reader": {("deliveries", "SELECT"), ("delivery_events", "SELECT")},
 }
 
@@ -178,7 +173,9 @@ async def test_nothing_for_public_or_the_api_roles(
 
 
 async def test_every_function_is_locked_down(sessions: dict[str, asyncpg.Connection]) -> None:
-    """EXECUTE revoked from PUBLIC and ``search_path=""`` on every function in schema email."""
+    """EXECUTE revoked from PUBLIC and ``search_path = pg_catalog, pg_temp`` on every function
+    in schema email: pg_temp last, so a temporary object of the caller can never stand in for
+    a type or table inside a function that runs as the owner."""
     functions = await sessions[OWNER].fetch(
         """
         SELECT p.oid::regprocedure::text AS name, p.proconfig,
@@ -193,11 +190,15 @@ async def test_every_function_is_locked_down(sessions: dict[str, asyncpg.Connect
     )
     names = {f["name"] for f in functions}
     assert {
-        "email.guard_transition()",
-        "email.touch_updated_at()",
-        "email.record_delivery_event()",
+        "email.guard_delivery()",
+        "email.audit_inserted_deliveries()",
+        "email.audit_updated_deliveries()",
         "email.is_allowed_transition(email.delivery_status,email.delivery_status)",
     } <= names
     assert [f["name"] for f in functions if not f["no_public"]] == []
-    assert [f["name"] for f in functions if 'search_path=""' not in (f["proconfig"] or [])] == []
+    assert [
+        f["name"]
+        for f in functions
+        if "search_path=pg_catalog, pg_temp" not in (f["proconfig"] or [])
+    ] == []
     assert [(f["name"], f["executable_by"]) for f in functions if f["executable_by"]] == []

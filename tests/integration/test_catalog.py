@@ -43,6 +43,7 @@ COLUMNS = {
         ("error_message", "text", False, None, ""),
         ("payload", "jsonb", False, None, ""),
         ("created_at", TS, True, "now()", ""),
+        ("changed_columns", "text[]", False, None, ""),
     ],
 }
 
@@ -176,7 +177,8 @@ DELIVERY_CASES: list[tuple[dict[str, Any], str | None]] = [
     ({"last_error_code": "c" * 64}, None),
     ({"last_error_code": "c" * 65}, "ck_deliveries_last_error_code_length"),
     ({"last_error_message": "m" * 2000}, None),
-    ({"last_error_message": "m" * 2001}, "ck_deliveries_last_error_message_length"),
+    # The guard caps a stored message at 2000 characters before the CHECK sees it.
+    ({"last_error_message": "m" * 2001}, None),
     ({"status": "sent"}, None),  # sent_at is filled by the guard trigger
     ({"status": "queued", "sent_at_now": True}, "ck_deliveries_sent_at_iff_sent"),
     ({"status": "failed", "sent_at_now": True}, "ck_deliveries_sent_at_iff_sent"),
@@ -209,6 +211,16 @@ async def test_delivery_checks(
             await insert_delivery(owner_tx, delivery_id, **overrides)
     assert raised.value.constraint_name == violated
     assert await owner_tx.fetchval("SELECT count(*) FROM email.deliveries") == 0
+
+
+async def test_the_guard_sanitises_and_caps_a_message_from_any_client(
+    owner_tx: asyncpg.Connection,
+) -> None:
+    await insert_delivery(
+        owner_tx, "check-2", last_error_message="to ada@example.com " + "m" * 3000
+    )
+    stored = await owner_tx.fetchval("SELECT last_error_message FROM email.deliveries")
+    assert stored.startswith("to [email] m") and len(stored) == 2000
 
 
 async def test_sent_at_cannot_be_set_without_sent_by_update(owner_tx: asyncpg.Connection) -> None:

@@ -49,40 +49,68 @@ async def test_insert_writes_one_event_with_the_row_state(owner_tx: asyncpg.Conn
     ]
 
 
-# (SET clause, whether it writes an event); applied in order to one delivery.
+# (SET clause, the columns its event names, or None: no event); applied in order, as the owner.
 CHANGES = [
-    ("metadata = '{\"k\": 1}'", False),
-    ("last_error_code = 'x', last_error_message = 'y'", False),
-    ("last_attempted_at = now()", False),
-    ("status = 'queued'", False),  # same status: no change to audit
-    ("attempts = attempts", False),
+    ("metadata = '{\"k\": 1}'", ["metadata"]),
+    ("last_error_code = 'x', last_error_message = 'y'", ["last_error_code", "last_error_message"]),
+    ("last_attempted_at = now()", ["last_attempted_at"]),
+    ("status = 'queued'", None),  # nothing changes: a no-op writes no row version, no event
+    ("attempts = attempts", None),
     (
         "status = 'in_progress', attempts = 1, last_error_code = NULL, last_error_message = NULL",
-        True,
+        ["status", "attempts", "last_error_code", "last_error_message"],
     ),
-    ("status = 'retrying', last_error_code = 'smtp_451', last_error_message = 'greylisted'", True),
-    ("attempts = 2", True),  # attempts alone
-    ("metadata = '{\"k\": 2}', last_error_code = 'smtp_452'", False),
-    ("status = 'failed', last_error_code = 'smtp_550', last_error_message = 'no such user'", True),
+    (
+        "status = 'retrying', last_error_code = 'smtp_451', last_error_message = 'greylisted'",
+        ["status", "last_error_code", "last_error_message"],
+    ),
+    ("attempts = 2", ["attempts"]),
+    ("metadata = '{\"k\": 2}', last_error_code = 'smtp_452'", ["last_error_code", "metadata"]),
+    (
+        "status = 'failed', last_error_code = 'smtp_550', last_error_message = 'no such user'",
+        ["status", "last_error_code", "last_error_message"],
+    ),
 ]
 
 
-async def test_one_event_per_status_or_attempts_change_and_none_otherwise(
+async def test_one_event_per_change_naming_its_columns_and_none_for_a_no_op(
     owner_tx: asyncpg.Connection,
 ) -> None:
     await insert_delivery(owner_tx, "audit-2")
-    expected = 1
-    for clause, audited in CHANGES:
+    expected: list[list[str] | None] = [None]  # the insert's event names no columns
+    for clause, changed in CHANGES:
         await owner_tx.execute(f"UPDATE email.deliveries SET {clause}")
-        expected += audited
-        assert len(await events(owner_tx, "audit-2")) == expected, clause
-    assert [tuple(e) for e in await events(owner_tx, "audit-2")] == [
-        ("queued", 0, None, None, None),
-        ("in_progress", 1, None, None, None),
-        ("retrying", 1, "smtp_451", "greylisted", None),
-        ("retrying", 2, "smtp_451", "greylisted", None),
-        ("failed", 2, "smtp_550", "no such user", None),
+        if changed is not None:
+            expected.append(changed)
+        rows = await owner_tx.fetch(
+            "SELECT changed_columns FROM email.delivery_events WHERE delivery_id = 'audit-2' "
+            "ORDER BY id"
+        )
+        assert [r["changed_columns"] for r in rows] == [
+            sorted(c, key=_COLUMN_ORDER.index) if c else c for c in expected
+        ], clause
+    assert [tuple(e)[:2] for e in await events(owner_tx, "audit-2")][-5:] == [
+        ("in_progress", 1),
+        ("retrying", 1),
+        ("retrying", 2),
+        ("retrying", 2),
+        ("failed", 2),
     ]
+
+
+_COLUMN_ORDER = [
+    "workflow", "recipient", "status", "attempts", "last_error_code", "last_error_message",
+    "last_attempted_at", "queued_at", "sent_at", "metadata", "created_at",
+]  # fmt: skip
+
+
+async def test_a_no_op_update_keeps_updated_at(owner_tx: asyncpg.Connection) -> None:
+    """Touching a row without changing it cannot hide stuck work from `stuck` and
+    `pending_deliveries` (they age rows by updated_at)."""
+    await insert_delivery(owner_tx, "touch-2", updated_at=LONG_AGO)
+    await owner_tx.execute("UPDATE email.deliveries SET metadata = metadata, status = status")
+    assert await owner_tx.fetchval("SELECT updated_at FROM email.deliveries") == LONG_AGO
+    assert len(await events(owner_tx, "touch-2")) == 1
 
 
 async def test_multi_row_update_writes_one_event_per_row(owner_tx: asyncpg.Connection) -> None:
@@ -108,25 +136,29 @@ async def test_hand_typed_update_by_the_owner_is_audited(owner_tx: asyncpg.Conne
     ]
 
 
-async def _set_payload(conn: asyncpg.Connection, payload: object) -> None:
+async def _attach(conn: asyncpg.Connection, delivery_id: str, payload: object) -> None:
     await conn.execute(
-        "SELECT set_config($1, $2, true)", EVENT_PAYLOAD_SETTING, json.dumps(payload)
+        "SELECT email.attach_event_payloads(jsonb_build_object($1::text, $2::jsonb))",
+        delivery_id,
+        json.dumps(payload),
     )
 
 
-async def test_payload_attaches_to_exactly_the_next_event(owner_tx: asyncpg.Connection) -> None:
-    await _set_payload(owner_tx, {"created_by": "api"})
+async def test_payload_attaches_to_its_deliverys_event_of_the_next_statement(
+    owner_tx: asyncpg.Connection,
+) -> None:
+    await _attach(owner_tx, "payload-1", {"created_by": "api"})
     await insert_delivery(owner_tx, "payload-1")
+    # The insert's statement consumed it: the next change carries nothing.
     await owner_tx.execute("UPDATE email.deliveries SET status = 'in_progress', attempts = 1")
-    # A change that is not audited leaves the payload waiting for the next event.
-    await _set_payload(owner_tx, {"smtp": "250 2.0.0 OK"})
-    await owner_tx.execute("UPDATE email.deliveries SET metadata = '{\"m\": 1}'")
+    await _attach(owner_tx, "payload-1", {"smtp": "250 2.0.0 OK"})
     await owner_tx.execute("UPDATE email.deliveries SET status = 'sent'")
     await owner_tx.execute("UPDATE email.deliveries SET metadata = '{\"m\": 2}'")
     assert [(e["status"], e["payload"]) for e in await events(owner_tx, "payload-1")] == [
         ("queued", '{"created_by": "api"}'),
         ("in_progress", None),
         ("sent", '{"smtp": "250 2.0.0 OK"}'),
+        ("sent", None),
     ]
     assert await owner_tx.fetchval("SELECT current_setting($1, true)", EVENT_PAYLOAD_SETTING) == ""
 
@@ -134,7 +166,8 @@ async def test_payload_attaches_to_exactly_the_next_event(owner_tx: asyncpg.Conn
 async def test_payload_in_the_same_statement(owner_tx: asyncpg.Connection) -> None:
     await insert_delivery(owner_tx, "payload-2", status="in_progress", attempts=1)
     await owner_tx.execute(
-        f"WITH p AS (SELECT set_config('{EVENT_PAYLOAD_SETTING}', $1, true)) "
+        "WITH p AS (SELECT email.attach_event_payloads("
+        "jsonb_build_object('payload-2', $1::jsonb))) "
         "UPDATE email.deliveries SET status = 'retrying', last_error_code = 'smtp_421' "
         "FROM p WHERE delivery_id = 'payload-2'",
         json.dumps({"smtp": "421 busy"}),
@@ -152,7 +185,7 @@ async def test_payload_does_not_outlive_its_transaction(
         await insert_delivery(conn, "payload-3")
         try:
             async with conn.transaction():
-                await _set_payload(conn, {"stale": True})
+                await _attach(conn, "payload-3", {"stale": True})
             await conn.execute(
                 "UPDATE email.deliveries SET status = 'in_progress' WHERE delivery_id = 'payload-3'"
             )
@@ -162,25 +195,38 @@ async def test_payload_does_not_outlive_its_transaction(
             await conn.execute("DELETE FROM email.deliveries WHERE delivery_id = 'payload-3'")
 
 
-@pytest.mark.parametrize(
-    ("payload", "error"),
-    [
-        ("[1, 2]", asyncpg.CheckViolationError),
-        ('"just text"', asyncpg.CheckViolationError),
-        ("not json", asyncpg.InvalidTextRepresentationError),
-    ],
-)
-async def test_bad_payload_rejects_the_whole_change(
-    owner_tx: asyncpg.Connection, payload: str, error: type[Exception]
+@pytest.mark.parametrize("payload", [[1, 2], "just text"], ids=["array", "string"])
+async def test_a_payload_that_is_not_an_object_rejects_the_whole_change(
+    owner_tx: asyncpg.Connection, payload: object
 ) -> None:
     await insert_delivery(owner_tx, "payload-4")
-    with pytest.raises(error):
+    with pytest.raises(asyncpg.InvalidParameterValueError, match="JSON object"):
         async with owner_tx.transaction():
-            await owner_tx.execute(
-                "SELECT set_config($1, $2, true)", EVENT_PAYLOAD_SETTING, payload
-            )
+            await _attach(owner_tx, "payload-4", payload)
             await owner_tx.execute("UPDATE email.deliveries SET status = 'in_progress'")
     assert await owner_tx.fetchval("SELECT status::text FROM email.deliveries") == "queued"
+
+
+async def test_a_payload_set_by_hand_is_ignored_unless_stamped_by_its_transaction(
+    owner_tx: asyncpg.Connection,
+) -> None:
+    """Only email.attach_event_payloads' stamp makes a value count: a plain set_config (or a
+    session-level SET) attaches nothing and breaks nothing, JSON or not."""
+    await insert_delivery(owner_tx, "payload-5")
+    for value in ('{"payload-5": {"forged": true}}', "not json", "1:[1]"):
+        await owner_tx.execute("SELECT set_config($1, $2, true)", EVENT_PAYLOAD_SETTING, value)
+        await owner_tx.execute(
+            "UPDATE email.deliveries SET metadata = jsonb_build_object('v', $1::text)", value
+        )
+    assert [e["payload"] for e in await events(owner_tx, "payload-5")] == [None] * 4
+    # Stamped with this transaction but malformed: only this transaction fails.
+    with pytest.raises(asyncpg.InvalidTextRepresentationError):
+        async with owner_tx.transaction():
+            await owner_tx.execute(
+                "SELECT set_config($1, pg_current_xact_id()::text || ':not json', true)",
+                EVENT_PAYLOAD_SETTING,
+            )
+            await owner_tx.execute("UPDATE email.deliveries SET metadata = '{}'")
 
 
 async def _guard_error(conn: asyncpg.Connection, statement: str) -> asyncpg.PostgresError:

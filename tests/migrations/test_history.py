@@ -163,13 +163,12 @@ async def test_head_vs_history_catches_an_edit_without_a_revision(
     cluster: Cluster, empty_database: str, database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The comparison above is not vacuous: edit one head function body (as a developer
-    editing sql/functions/touch_updated_at.sql would) and it reports that function."""
+    editing sql/functions/is_allowed_transition.sql would) and it reports that function."""
     objects = []
     for obj in catalog.head().objects:
-        if obj.name == "touch_updated_at":
+        if obj.name == "is_allowed_transition":
             obj = dataclasses.replace(
-                obj,
-                statement=obj.statement.replace("BEGIN", "BEGIN\n    -- edited by hand", 1),
+                obj, statement=obj.statement.replace("AS $$", "AS $$\n    -- edited by hand", 1)
             )
         objects.append(obj)
     monkeypatch.setattr(catalog, "head", lambda: catalog.Head(objects=tuple(objects)))
@@ -179,7 +178,7 @@ async def test_head_vs_history_catches_an_edit_without_a_revision(
         _without_version_table(await _fingerprint(cluster, database)),
     )
     assert differences
-    assert all("touch_updated_at" in line for line in differences), differences
+    assert all("is_allowed_transition" in line for line in differences), differences
 
 
 async def test_history_holds_every_head_object(cluster: Cluster, database: str) -> None:

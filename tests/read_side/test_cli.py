@@ -355,11 +355,11 @@ async def test_verify_names_view_function_grant_and_type_drift(
     try:
         await owner.execute("ALTER VIEW email.pending_deliveries RESET (security_invoker)")
         await owner.execute(
-            "CREATE OR REPLACE FUNCTION email.touch_updated_at() RETURNS trigger "
-            "LANGUAGE plpgsql SET search_path = '' AS $$ BEGIN RETURN NEW; END $$"
+            "CREATE OR REPLACE FUNCTION email.guard_delivery() RETURNS trigger "
+            "LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$ BEGIN RETURN NEW; END $$"
         )
         await owner.execute("REVOKE SELECT ON email.delivery_events FROM email_reader")
-        await owner.execute("GRANT EXECUTE ON FUNCTION email.touch_updated_at() TO PUBLIC")
+        await owner.execute("GRANT EXECUTE ON FUNCTION email.guard_delivery() TO PUBLIC")
         await owner.execute(
             "ALTER TABLE email.delivery_events ALTER COLUMN error_code TYPE varchar(64)"
         )
@@ -371,11 +371,11 @@ async def test_verify_names_view_function_grant_and_type_drift(
     assert code == 1
     expected = [
         "drift: replace_or_revert_entity 'PGView: email.pending_deliveries'",
-        "drift: replace_or_revert_entity 'PGFunction: email.touch_updated_at()'",
+        "drift: replace_or_revert_entity 'PGFunction: email.guard_delivery()'",
         "drift: drop_entity 'PGView: email.extra'",
         "drift: modify_type 'email' 'delivery_events' 'error_code'",
         "grant missing: SELECT on table/view email.delivery_events to email_reader",
-        "unexpected grant: EXECUTE on function email.touch_updated_at() to PUBLIC",
+        "unexpected grant: EXECUTE on function email.guard_delivery() to PUBLIC",
         "view email.pending_deliveries lacks security_invoker = true",
     ]
     for fragment in expected:

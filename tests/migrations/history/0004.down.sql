@@ -1,3 +1,7 @@
+SET LOCAL lock_timeout = '5s';
+
+SET LOCAL statement_timeout = '60s';
+
 CREATE OR REPLACE VIEW email.delivery_stats_hourly WITH (security_invoker = true) AS
 WITH base AS (
     SELECT workflow, date_bin(interval '1 hour', queued_at, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket, status, attempts, last_error_code,

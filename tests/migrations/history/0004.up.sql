@@ -1,3 +1,7 @@
+SET LOCAL lock_timeout = '5s';
+
+SET LOCAL statement_timeout = '60s';
+
 CREATE OR REPLACE FUNCTION email.claim_delivery(p_delivery_id text, p_lease interval)
 RETURNS TABLE(delivery_id text, workflow text, recipient text, status email.delivery_status, attempts integer, last_error_code text, last_error_message text, last_attempted_at timestamp with time zone, queued_at timestamp with time zone, sent_at timestamp with time zone, metadata jsonb, created_at timestamp with time zone, updated_at timestamp with time zone, changed boolean, attempt integer)
 LANGUAGE plpgsql

@@ -1,14 +1,18 @@
 CREATE OR REPLACE FUNCTION email.claim_delivery(p_delivery_id text, p_lease interval)
 RETURNS TABLE(/*{delivery_row_types}*/delivery_id text, workflow text, recipient text, status email.delivery_status, attempts integer, last_error_code text, last_error_message text, last_attempted_at timestamp with time zone, queued_at timestamp with time zone, sent_at timestamp with time zone, metadata jsonb, created_at timestamp with time zone, updated_at timestamp with time zone/*{end}*/, changed boolean, attempt integer)
 LANGUAGE plpgsql
-SET search_path = ''
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
 BEGIN
+    -- SECURITY DEFINER: the worker holds no write grant on the tables, only EXECUTE on the
+    -- lifecycle functions; the guard trigger checks the row as it checks any client's.
     IF p_lease IS NULL OR p_lease <= interval '0' THEN
         RAISE EXCEPTION 'lease must be a positive interval, not %', p_lease
             USING ERRCODE = '22023', COLUMN = 'lease';
     END IF;
+    PERFORM email.attach_event_payloads(NULL);
     -- A claim's lease ends at last_attempted_at + lease: every worker must use the same lease.
     -- A second claimer blocks on the row lock, then re-checks this WHERE on the new row
     -- version (in_progress, fresh stamp) and updates nothing.

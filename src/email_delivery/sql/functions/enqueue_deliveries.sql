@@ -1,24 +1,17 @@
 CREATE OR REPLACE FUNCTION email.enqueue_deliveries(p_delivery_ids text[], p_workflows text[], p_recipients text[], p_metadata jsonb[], p_queued_ats timestamp with time zone[])
 RETURNS TABLE(/*{delivery_row_types}*/delivery_id text, workflow text, recipient text, status email.delivery_status, attempts integer, last_error_code text, last_error_message text, last_attempted_at timestamp with time zone, queued_at timestamp with time zone, sent_at timestamp with time zone, metadata jsonb, created_at timestamp with time zone, updated_at timestamp with time zone/*{end}*/, created boolean, conflicts text[])
 LANGUAGE plpgsql
-SET search_path = ''
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE
     created_ids text[];
-    secret text;
 BEGIN
-    secret := email.find_secret((SELECT jsonb_agg(m) FROM unnest(p_metadata) AS m));
-    IF secret IS NOT NULL THEN
-        RAISE EXCEPTION 'metadata holds a secret (%); store a hash under a key ending in _sha256',
-            secret USING ERRCODE = /*{sqlstate_secret_in_input}*/'ED003'/*{end}*/, COLUMN = 'metadata';
-    END IF;
+    -- SECURITY DEFINER: the worker holds no write grant on the tables, only EXECUTE on the
+    -- lifecycle functions; the guard trigger checks the row as it checks any client's.
     IF EXISTS (SELECT FROM unnest(p_metadata) AS m WHERE octet_length(m::text) > /*{max_caller_json_bytes}*/15872/*{end}*/) THEN
         RAISE EXCEPTION 'metadata is larger than % bytes as JSON', /*{max_caller_json_bytes}*/15872/*{end}*/
-            USING ERRCODE = '22023', COLUMN = 'metadata';
-    END IF;
-    IF EXISTS (SELECT FROM unnest(p_metadata) AS m WHERE m ?| /*{reserved_metadata_keys}*/ARRAY['dead_letter_reference', 'requeued_at_attempt']/*{end}*/) THEN
-        RAISE EXCEPTION 'metadata may not set the lifecycle''s keys %', /*{reserved_metadata_keys}*/ARRAY['dead_letter_reference', 'requeued_at_attempt']/*{end}*/
             USING ERRCODE = '22023', COLUMN = 'metadata';
     END IF;
     -- One row per input position, in input order; a repeated id is created at most once.

@@ -1,25 +1,18 @@
 CREATE OR REPLACE FUNCTION email.enqueue_delivery(p_delivery_id text, p_workflow text, p_recipient text, p_metadata jsonb, p_queued_at timestamp with time zone)
 RETURNS TABLE(/*{delivery_row_types}*/delivery_id text, workflow text, recipient text, status email.delivery_status, attempts integer, last_error_code text, last_error_message text, last_attempted_at timestamp with time zone, queued_at timestamp with time zone, sent_at timestamp with time zone, metadata jsonb, created_at timestamp with time zone, updated_at timestamp with time zone/*{end}*/, created boolean, conflicts text[])
 LANGUAGE plpgsql
-SET search_path = ''
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
-DECLARE
-    secret text;
 BEGIN
-    secret := email.find_secret(p_metadata);
-    IF secret IS NOT NULL THEN
-        RAISE EXCEPTION 'metadata holds a secret (%); store a hash under a key ending in _sha256',
-            secret USING ERRCODE = /*{sqlstate_secret_in_input}*/'ED003'/*{end}*/, COLUMN = 'metadata';
-    END IF;
+    -- SECURITY DEFINER: the worker holds no write grant on the tables, only EXECUTE on the
+    -- lifecycle functions; the guard trigger checks the row as it checks any client's.
     IF octet_length(p_metadata::text) > /*{max_caller_json_bytes}*/15872/*{end}*/ THEN
         RAISE EXCEPTION 'metadata is larger than % bytes as JSON', /*{max_caller_json_bytes}*/15872/*{end}*/
             USING ERRCODE = '22023', COLUMN = 'metadata';
     END IF;
-    IF p_metadata ?| /*{reserved_metadata_keys}*/ARRAY['dead_letter_reference', 'requeued_at_attempt']/*{end}*/ THEN
-        RAISE EXCEPTION 'metadata may not set the lifecycle''s keys %', /*{reserved_metadata_keys}*/ARRAY['dead_letter_reference', 'requeued_at_attempt']/*{end}*/
-            USING ERRCODE = '22023', COLUMN = 'metadata';
-    END IF;
+    PERFORM email.attach_event_payloads(NULL);
     -- Insert or nothing: a redelivered event never changes the row nor writes an event.
     RETURN QUERY
     WITH inserted AS (

@@ -2,21 +2,22 @@ CREATE OR REPLACE FUNCTION email.find_secret(value jsonb)
 RETURNS text
 LANGUAGE plpgsql
 IMMUTABLE PARALLEL SAFE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    -- The database's copy of email_delivery.validation.find_secret (the key rules and the
-    -- link-with-a-token rule): the first key holding a secret, or NULL.
-    -- Most objects mention none of the words the rules look for (even across separators,
-    -- as in "pass-word"): skip the walk.
+    -- The rules of email_delivery.rules, as Python's validation.find_secret applies them: the
+    -- first key holding a secret, or 'a link with a secret', or NULL.
+    -- Most objects hold neither a word the key rules look for (even across separators, as
+    -- in "pass-word") nor a link ("//", or an escaped one): skip the walk.
     IF value IS NULL
-       OR regexp_replace(value::text, '[^A-Za-z0-9]+', '', 'g') !~* /*{secret_prefilter}*/'apikey|authorization|bearer|code|cookie|credential|credentials|digest|hash|hmac|http|key|magiclink|otp|passcode|passwd|password|pin|pwd|secret|sha256|sha512|token'/*{end}*/ THEN
+       OR (value::text !~* '//|%2f|%25'
+           AND regexp_replace(value::text, '[^A-Za-z0-9]+', '', 'g')
+               !~* /*{secret_prefilter}*/'apikey|authorization|bearer|code|cookie|credential|credentials|digest|hash|hmac|http|jwt|key|magiclink|otp|passcode|passphrase|passwd|password|pin|pwd|secret|sha256|sha512|token'/*{end}*/) THEN
         RETURN NULL;
     END IF;
-    -- Each key as _word_word_ (camelCase split, lower-cased), tested with regular
-    -- expressions equivalent to the word rules.
     RETURN (
     SELECT k.key FROM (
+        -- Each key as _word_word_ (camelCase split, lower-cased).
         SELECT kv->>'key' AS key, kv->'value' AS val,
                '_' || btrim(regexp_replace(
                    lower(regexp_replace(kv->>'key', '([a-z0-9])([A-Z])', '\1_\2', 'g')),
@@ -28,17 +29,28 @@ BEGIN
             NOT (jsonb_typeof(k.val) = 'string'
                  AND k.val #>> '{}' ~ /*{hash_value_pattern}*/'^((sha256|sha512|sha1|hmac-sha256):)?[0-9a-fA-F]{32,128}$'/*{end}*/)
         WHEN k.n = '__' OR k.n ~ /*{harmless_last_word_pattern}*/'_(at|count|expiration|expires|expiry|id|length|sent|ttl|type)_$'/*{end}*/ THEN false
-        ELSE replace(k.n, '_', '') IN /*{secret_words}*/('apikey', 'authorization', 'bearer', 'cookie', 'credential', 'credentials', 'magiclink', 'otp', 'passcode', 'passwd', 'password', 'pin', 'pwd', 'secret', 'token')/*{end}*/
-            OR k.n ~ /*{secret_word_pattern}*/'_(apikey|authorization|bearer|cookie|credential|credentials|magiclink|otp|passcode|passwd|password|pin|pwd|secret|token)_'/*{end}*/
-            OR k.n ~ '^_code_'
-            OR k.n ~ /*{secret_code_pattern}*/'_(?!(area|bounce|campaign|color|country|currency|discount|error|http|lang|language|locale|plan|postal|product|promo|reason|region|reply|response|smtp|status|template|workflow|zip)_)[a-z0-9]+_code_'/*{end}*/
-            OR k.n ~ /*{secret_key_pattern}*/'_(access|api|encryption|private|secret|signing)_key_'/*{end}*/
+        ELSE replace(k.n, '_', '') IN /*{secret_words}*/('apikey', 'authorization', 'bearer', 'cookie', 'credential', 'credentials', 'jwt', 'magiclink', 'otp', 'passcode', 'passphrase', 'passwd', 'password', 'pin', 'pwd', 'secret', 'token')/*{end}*/
+            OR regexp_replace(replace(k.n, '_', ''), 's$', '') IN /*{secret_words}*/('apikey', 'authorization', 'bearer', 'cookie', 'credential', 'credentials', 'jwt', 'magiclink', 'otp', 'passcode', 'passphrase', 'passwd', 'password', 'pin', 'pwd', 'secret', 'token')/*{end}*/
+            OR k.n ~ /*{secret_word_pattern}*/'_(pins?|[a-z0-9]*(apikey|authorization|bearer|cookie|credential|credentials|jwt|magiclink|otp|passcode|passphrase|passwd|password|pwd|secret|token)s?)_'/*{end}*/
+            OR k.n ~ '^_codes?_'
+            OR k.n ~ /*{code_after_word_pattern}*/'_(?!(?:area|bar|bounce|campaign|color|country|currency|de|discount|en|error|geo|hash|http|lang|language|locale|op|plan|post|postal|product|promo|qr|reason|region|reply|response|short|smtp|source|status|template|uni|workflow|zip)_)[a-z0-9]+_codes?_'/*{end}*/
+            OR k.n ~ /*{compound_code_pattern}*/'_(?!(?:area|bar|bounce|campaign|color|country|currency|de|discount|en|error|geo|hash|http|lang|language|locale|op|plan|post|postal|product|promo|qr|reason|region|reply|response|short|smtp|source|status|template|uni|workflow|zip)codes?_)[a-z0-9]+codes?_'/*{end}*/
+            OR k.n ~ /*{secret_key_pattern}*/'_(?:access|api|encryption|private|secret|signing)_?keys?_'/*{end}*/
     END
     UNION ALL
-    SELECT 'a link with a token'
+    -- A link whose query (or fragment) has a parameter off the allow-list, or whose path
+    -- holds a long token, percent-encoded or not.
+    SELECT 'a link with a secret'
     FROM jsonb_path_query(value, 'strict $.** ? (@.type() == "string")') AS s
-    WHERE s #>> '{}' ~* /*{link_secret_parameter_pattern}*/'https?://[^\s]*[?&#;]([a-z0-9_]*_)?(token|code|otp|key|secret|password|sig|signature|auth|jwt)[a-z0-9_]*='/*{end}*/
-       OR s #>> '{}' ~* /*{link_long_token_pattern}*/'https?://[^\s?]*(?=[A-Za-z0-9_-]*[0-9])(?=[A-Za-z0-9_-]*[A-Za-z])[A-Za-z0-9_-]{24,}'/*{end}*/
+    CROSS JOIN LATERAL email.percent_decoded(s #>> '{}') AS t(text)
+    WHERE t.text ~* /*{link_long_token_pattern}*/'(?:https?:)?//[^[:space:]?#]*(?=[A-Za-z0-9_-]*[0-9])(?=[A-Za-z0-9_-]*[A-Za-z])[A-Za-z0-9_-]{24,}'/*{end}*/
+       OR EXISTS (
+           SELECT FROM regexp_matches(t.text, /*{link_pattern}*/'(?:https?:)?//[^[:space:]/?#]+[^[:space:]?#]*(?:\?([^[:space:]#]*))?(?:#([^[:space:]]*))?'/*{end}*/, 'gi') AS m
+           CROSS JOIN LATERAL regexp_split_to_table(
+               coalesce(m[1], '') || CASE WHEN m[2] LIKE '%=%' THEN '&' || m[2] ELSE '' END,
+               '[&;]') AS p(part)
+           WHERE p.part <> ''
+             AND lower(split_part(p.part, '=', 1)) NOT IN /*{allowed_link_parameters}*/('hl', 'lang', 'list', 'locale', 'utm_campaign', 'utm_content', 'utm_id', 'utm_medium', 'utm_source', 'utm_term')/*{end}*/)
     LIMIT 1);
 END
 $$;

@@ -2,7 +2,7 @@ CREATE OR REPLACE FUNCTION email.is_allowed_transition(old_status email.delivery
 RETURNS boolean
 LANGUAGE sql
 IMMUTABLE PARALLEL SAFE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     -- Rendered from email_delivery.rules.TRANSITIONS: staying is always allowed.
     SELECT old_status = new_status

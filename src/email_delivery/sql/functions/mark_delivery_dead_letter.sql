@@ -1,12 +1,13 @@
 CREATE OR REPLACE FUNCTION email.mark_delivery_dead_letter(p_delivery_id text, p_reference text)
 RETURNS TABLE(/*{delivery_row_types}*/delivery_id text, workflow text, recipient text, status email.delivery_status, attempts integer, last_error_code text, last_error_message text, last_attempted_at timestamp with time zone, queued_at timestamp with time zone, sent_at timestamp with time zone, metadata jsonb, created_at timestamp with time zone, updated_at timestamp with time zone/*{end}*/, changed boolean)
 LANGUAGE plpgsql
-SET search_path = ''
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
-DECLARE
-    hit boolean;
 BEGIN
+    -- SECURITY DEFINER: the worker holds no write grant on the tables, only EXECUTE on the
+    -- lifecycle functions; the guard trigger checks the row as it checks any client's.
     -- queued/in_progress/retrying move to dead_letter with the reference in metadata (and on
     -- the event). failed and dead_letter keep their status (failed -> dead_letter is not a
     -- transition) and only record a reference they lack. sent never changes.
@@ -16,8 +17,8 @@ BEGIN
         RAISE EXCEPTION 'reference must be 1-% printable characters without spaces',
             /*{max_reference_length}*/200/*{end}*/ USING ERRCODE = '22023', COLUMN = 'reference';
     END IF;
-    PERFORM set_config(/*{event_payload_setting}*/'email.event_payload'/*{end}*/,
-        jsonb_build_object(/*{dead_letter_reference_key}*/'dead_letter_reference'/*{end}*/, p_reference)::text, true);
+    PERFORM email.attach_event_payloads(jsonb_build_object(p_delivery_id,
+        jsonb_build_object(/*{dead_letter_reference_key}*/'dead_letter_reference'/*{end}*/, p_reference)));
     RETURN QUERY
     WITH updated AS (
         UPDATE email.deliveries AS d
@@ -30,9 +31,7 @@ BEGIN
                    AND d.metadata->/*{dead_letter_reference_key}*/'dead_letter_reference'/*{end}*/ IS NULL))
         RETURNING /*{delivery_row}*/d.delivery_id, d.workflow, d.recipient, d.status, d.attempts, d.last_error_code, d.last_error_message, d.last_attempted_at, d.queued_at, d.sent_at, d.metadata, d.created_at, d.updated_at/*{end}*/)
     SELECT updated.*, true FROM updated;
-    hit := FOUND;
-    PERFORM set_config(/*{event_payload_setting}*/'email.event_payload'/*{end}*/, '', true);
-    IF NOT hit THEN
+    IF NOT FOUND THEN
         RETURN QUERY
         SELECT /*{delivery_row}*/d.delivery_id, d.workflow, d.recipient, d.status, d.attempts, d.last_error_code, d.last_error_message, d.last_attempted_at, d.queued_at, d.sent_at, d.metadata, d.created_at, d.updated_at/*{end}*/, false FROM email.deliveries AS d WHERE d.delivery_id = p_delivery_id;
     END IF;

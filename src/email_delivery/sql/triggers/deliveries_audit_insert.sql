@@ -1,4 +1,5 @@
 CREATE OR REPLACE TRIGGER deliveries_audit_insert
     AFTER INSERT ON email.deliveries
-    FOR EACH ROW
-    EXECUTE FUNCTION email.record_delivery_event();
+    REFERENCING NEW TABLE AS inserted_rows
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION email.audit_inserted_deliveries();

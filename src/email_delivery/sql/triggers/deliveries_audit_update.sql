@@ -1,4 +1,5 @@
 CREATE OR REPLACE TRIGGER deliveries_audit_update
     AFTER UPDATE ON email.deliveries
-    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status OR OLD.attempts IS DISTINCT FROM NEW.attempts)
-    EXECUTE FUNCTION email.record_delivery_event();
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION email.audit_updated_deliveries();

@@ -1,4 +1,0 @@
-CREATE OR REPLACE TRIGGER deliveries_guard_transition
-    BEFORE INSERT OR UPDATE ON email.deliveries
-    FOR EACH ROW
-    EXECUTE FUNCTION email.guard_transition();
