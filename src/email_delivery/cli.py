@@ -32,7 +32,14 @@ from sqlalchemy.pool import NullPool
 
 from email_delivery import queries, retention
 from email_delivery.engine import make_engine, pooler_for
-from email_delivery.urls import DatabaseUrlError, database_url_from_env
+from email_delivery.errors import (
+    DatabaseUrlError,
+    DeliveryNotFound,
+    InvalidInput,
+    NotMigrated,
+    PermissionDenied,
+)
+from email_delivery.urls import database_url_from_env
 
 PROG = "email-delivery"
 _CONNECT_TIMEOUT_S = 10
@@ -540,7 +547,7 @@ async def cmd_stuck(args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def cmd_requeue(args: argparse.Namespace, out: TextIO) -> int:
-    from email_delivery.tracker import DeliveryNotFound, DeliveryTracker
+    from email_delivery.tracker import DeliveryTracker
 
     engine = _engine()
     try:
@@ -588,9 +595,9 @@ async def cmd_prune(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             dry_run=args.dry_run,
             progress=None if args.dry_run or args.json else progress,
         )
-    except retention.InvalidRetentionWindow as exc:
+    except InvalidInput as exc:
         raise CliError(str(exc), "--keep-failed must be at least --older-than") from None
-    except retention.NotAllowedToPrune as exc:
+    except PermissionDenied as exc:
         raise CliError(str(exc), "run prune with the owner's DATABASE_URL") from None
     finally:
         if bar is not None:
@@ -623,7 +630,7 @@ async def cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
     def check(sync: Connection) -> list[str]:
         try:
             return verify.verify(sync)
-        except verify.NotMigrated:
+        except NotMigrated:
             raise CliError(
                 "schema email is not migrated in this database",
                 f"run `{PROG} migrate upgrade` as the database owner",

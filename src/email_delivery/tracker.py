@@ -6,15 +6,15 @@ engine's pool: no SQLAlchemy statement compilation, no transaction block (the fu
 is its own transaction), and asyncpg's per-connection prepared statement cache does the
 rest (``make_engine(pooler="transaction")`` turns that cache off).
 
-Input is checked in Python first (``email_delivery.validation``): bad input raises a
-``DeliveryInputError`` naming the field before anything is sent.
+Input is checked in Python first (``email_delivery.validation``): bad input raises an
+``InvalidInput`` naming the field before anything is sent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,12 +29,11 @@ from sqlalchemy.util import greenlet_spawn
 
 from email_delivery import ddl
 from email_delivery import validation as v
+from email_delivery.errors import DeliveryConflict, DeliveryNotFound, InvalidInput
 from email_delivery.models import Delivery, DeliveryEvent, DeliveryStatus
 
 __all__ = [
     "Claim",
-    "DeliveryConflict",
-    "DeliveryNotFound",
     "DeliveryTracker",
     "EnqueueResult",
     "NewDelivery",
@@ -44,27 +43,6 @@ __all__ = [
 DEFAULT_LEASE = timedelta(minutes=5)
 DEFAULT_MAX_ATTEMPTS = 5
 _RESERVED_METADATA_KEYS = (ddl.DEAD_LETTER_REFERENCE_KEY, ddl.REQUEUED_AT_ATTEMPT_KEY)
-
-
-class DeliveryConflict(Exception):
-    """An enqueue for an existing ``delivery_id`` with a different workflow or recipient.
-
-    Nothing was written. ``fields`` names what differs; ``existing`` is the stored row.
-    """
-
-    def __init__(self, delivery_id: str, fields: Sequence[str], existing: Delivery) -> None:
-        super().__init__(f"delivery {delivery_id!r} exists with a different {' and '.join(fields)}")
-        self.delivery_id = delivery_id
-        self.fields = tuple(fields)
-        self.existing = existing
-
-
-class DeliveryNotFound(LookupError):
-    """No delivery with this ``delivery_id`` (enqueue it first)."""
-
-    def __init__(self, delivery_id: str) -> None:
-        super().__init__(f"no delivery {delivery_id!r}")
-        self.delivery_id = delivery_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,9 +318,9 @@ class DeliveryTracker:
                 try:
                     item = NewDelivery(**item)
                 except TypeError as exc:
-                    raise v.InvalidArgument(f"deliveries[{index}]", str(exc)) from None
+                    raise InvalidInput(f"deliveries[{index}]", str(exc)) from None
             if not isinstance(item, NewDelivery):
-                raise v.InvalidArgument(f"deliveries[{index}]", "a NewDelivery or a mapping")
+                raise InvalidInput(f"deliveries[{index}]", "a NewDelivery or a mapping")
             values = _enqueue_args(
                 item.delivery_id,
                 item.workflow,
@@ -354,7 +332,7 @@ class DeliveryTracker:
             for column, value in zip(columns, values, strict=True):
                 column.append(value)
             if index >= v.MAX_BATCH:
-                raise v.InvalidArgument("deliveries", f"at most {v.MAX_BATCH} per batch")
+                raise InvalidInput("deliveries", f"at most {v.MAX_BATCH} per batch")
         if not columns[0]:
             return []
         rows = await self._fetch(_SQL_ENQUEUE_MANY, *columns)
@@ -403,7 +381,7 @@ class DeliveryTracker:
         v.check_int(attempt, "attempt", minimum=1)
         v.check_int(max_attempts, "max_attempts", minimum=1)
         if not isinstance(retryable, bool):
-            raise v.InvalidArgument("retryable", "must be a bool")
+            raise InvalidInput("retryable", "must be a bool")
         code, message = v.error_code_and_message(error)
         body = v.check_json_object(payload, "payload", optional=True)
         row = await self._one(
@@ -471,7 +449,7 @@ def _enqueue_args(
     if isinstance(metadata, Mapping):
         for key in _RESERVED_METADATA_KEYS:
             if key in metadata:
-                raise v.InvalidJsonObject(
+                raise InvalidInput(
                     f"{prefix}metadata.{key}", "reserved for the lifecycle functions"
                 )
     body = v.check_json_object(metadata, f"{prefix}metadata", optional=False)

@@ -18,10 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from email_delivery import (
     DeliveryConflict,
-    DeliveryInputError,
     DeliveryNotFound,
     DeliveryStatus,
     DeliveryTracker,
+    InvalidInput,
     NewDelivery,
     SecretInInput,
     make_engine,
@@ -160,7 +160,7 @@ async def test_enqueue_rejects_bad_input_before_writing(
     arguments: dict[str, Any] = {"delivery_id": "d1", "workflow": WF, "recipient": "a@b.io"}
     arguments.update(kwargs)
     delivery_id = arguments.pop("delivery_id")
-    with pytest.raises(DeliveryInputError) as caught:
+    with pytest.raises(InvalidInput) as caught:
         await worker_tracker.enqueue(delivery_id, **arguments)
     assert caught.value.field == field
     assert await owner_conn.fetchval("SELECT count(*) FROM email.deliveries") == 0
@@ -244,7 +244,7 @@ async def test_a_payload_python_accepts_always_fits_beside_the_lifecycles_keys(
     await enqueue(worker_tracker)
     claim = await worker_tracker.claim("d1")
     assert claim is not None
-    with pytest.raises(DeliveryInputError) as caught:
+    with pytest.raises(InvalidInput) as caught:
         await worker_tracker.mark_sent(
             "d1", attempt=claim.attempt, payload={"smtp": "y" * (padding + 1)}
         )
@@ -371,7 +371,7 @@ async def test_claim_of_an_unknown_delivery_raises(worker_tracker: DeliveryTrack
 
 
 async def test_claim_rejects_a_non_positive_lease(worker_tracker: DeliveryTracker) -> None:
-    with pytest.raises(DeliveryInputError) as caught:
+    with pytest.raises(InvalidInput) as caught:
         await worker_tracker.claim("d1", lease=timedelta(0))
     assert caught.value.field == "lease"
 
@@ -563,9 +563,9 @@ async def test_mark_calls_reject_bad_payloads_before_writing(
 ) -> None:
     attempt = await to_status(worker_tracker, S.IN_PROGRESS)
     before = await row(owner_conn)
-    with pytest.raises(DeliveryInputError) as sent:
+    with pytest.raises(InvalidInput) as sent:
         await worker_tracker.mark_sent("d1", attempt=attempt, payload=payload)
-    with pytest.raises(DeliveryInputError) as failed:
+    with pytest.raises(InvalidInput) as failed:
         await worker_tracker.mark_failed("d1", attempt=attempt, error=("E", "m"), payload=payload)
     assert sent.value.field == failed.value.field == field
     assert await row(owner_conn) == before
@@ -696,7 +696,7 @@ async def test_mark_dead_letter_of_a_sent_delivery_changes_nothing(
 
 
 async def test_mark_dead_letter_rejects_a_bad_reference(worker_tracker: DeliveryTracker) -> None:
-    with pytest.raises(DeliveryInputError) as caught:
+    with pytest.raises(InvalidInput) as caught:
         await worker_tracker.mark_dead_letter("d1", reference="has space")
     assert caught.value.field == "reference"
 
@@ -748,7 +748,7 @@ async def test_requeue_is_for_operators_only(worker_tracker: DeliveryTracker) ->
 
 
 async def test_requeue_needs_a_reason(operator_tracker: DeliveryTracker) -> None:
-    with pytest.raises(DeliveryInputError) as caught:
+    with pytest.raises(InvalidInput) as caught:
         await operator_tracker.requeue("d1", reason="  ")
     assert caught.value.field == "reason"
 
