@@ -7,28 +7,24 @@ is its own transaction), and asyncpg's per-connection prepared statement cache d
 rest (``make_engine(pooler="transaction")`` turns that cache off).
 
 Input is checked in Python first (``email_delivery.validation``): bad input raises an
-``InvalidInput`` naming the field before anything is sent.
+``InvalidInput`` naming the field before anything is sent. The connections are held by a
+``Connector`` (``email_delivery.connector``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import collections
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]  # no stubs; Record is Any here
-from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import configure_mappers
 from sqlalchemy.orm.base import manager_of_class
-from sqlalchemy.pool import QueuePool
-from sqlalchemy.util import greenlet_spawn
 
 from email_delivery import ddl
 from email_delivery import validation as v
+from email_delivery.connector import Connector, Record
 from email_delivery.errors import DeliveryConflict, DeliveryNotFound, InvalidInput
 from email_delivery.models import Delivery, DeliveryEvent, DeliveryStatus
 
@@ -107,20 +103,10 @@ _SQL_HISTORY = (
     "FROM email.delivery_events WHERE delivery_id = $1 ORDER BY id"
 )
 
-# Errors after which the pooled connection's state is unknown: it must not be reused.
-_BROKEN = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    OSError,
-    asyncio.CancelledError,
-    asyncio.TimeoutError,
-)
-
-
 _DELIVERY_KEYS = tuple("metadata_" if name == "metadata" else name for name in _COLUMNS)
 
 
-def _delivery(row: asyncpg.Record) -> Delivery:
+def _delivery(row: Record) -> Delivery:
     # As the ORM loads a row: state set straight into __dict__, no attribute events (the
     # declarative constructor costs ten times as much, and this is the hot path).
     delivery: Delivery = _DELIVERY_MANAGER.new_instance()
@@ -131,7 +117,7 @@ def _delivery(row: asyncpg.Record) -> Delivery:
     return delivery
 
 
-def _event(row: asyncpg.Record) -> DeliveryEvent:
+def _event(row: Record) -> DeliveryEvent:
     return DeliveryEvent(
         id=row[0],
         delivery_id=row[1],
@@ -146,17 +132,6 @@ def _event(row: asyncpg.Record) -> DeliveryEvent:
 
 configure_mappers()
 _DELIVERY_MANAGER = manager_of_class(Delivery)
-
-
-def _engine_of(bind: AsyncEngine | async_sessionmaker[AsyncSession]) -> Engine:
-    if isinstance(bind, AsyncEngine):
-        return bind.sync_engine
-    if isinstance(bind, async_sessionmaker):
-        engine = bind.kw.get("bind")
-        if isinstance(engine, AsyncEngine):
-            return engine.sync_engine
-        raise TypeError("the async_sessionmaker must be bound to an AsyncEngine (bind=engine)")
-    raise TypeError(f"expected an AsyncEngine or an async_sessionmaker, not {type(bind)!r}")
 
 
 class DeliveryTracker:
@@ -174,16 +149,9 @@ class DeliveryTracker:
         itself; ``await tracker.aclose()`` (or ``async with tracker``) gives them back.
         Other code sharing the engine gets only what the tracker leaves: give the tracker its
         own engine, or ``connections`` below ``pool_size``."""
-        # The engine, not its pool: engine.dispose() replaces the pool.
-        self._engine = _engine_of(bind)
-        if connections is None:
-            pool = self._engine.pool
-            connections = pool.size() if isinstance(pool, QueuePool) else 0
-        self._limit = v.check_int(connections, "connections", minimum=0)
-        self._open = 0
-        self._idle: list[Any] = []
-        self._waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
-        self._closing: set[asyncio.Task[None]] = set()
+        self._connector = Connector(bind, connections=connections)
+        # The connector's bound method itself: no extra coroutine per call on the hot path.
+        self._fetch = self._connector.fetch
 
     async def __aenter__(self) -> DeliveryTracker:
         return self
@@ -193,92 +161,9 @@ class DeliveryTracker:
 
     async def aclose(self) -> None:
         """Return the idle connections to the engine's pool (the tracker stays usable)."""
-        idle, self._idle = self._idle, []
-        self._open -= len(idle)
-        for fairy in idle:
-            await greenlet_spawn(fairy.close)
-        # Closes started in the background must finish before the caller's loop ends.
-        if self._closing:
-            await asyncio.gather(*self._closing, return_exceptions=True)
+        await self._connector.aclose()
 
-    async def _acquire(self) -> Any:
-        while self._idle:
-            fairy = self._idle.pop()
-            if not fairy.driver_connection.is_closed():
-                return fairy
-            # Closed while kept (server restart, pooler idle timeout): replace it.
-            self._open -= 1
-            await greenlet_spawn(fairy.invalidate)
-            await greenlet_spawn(fairy.close)
-        if self._limit == 0 or self._open < self._limit:
-            self._open += 1
-            try:
-                return await greenlet_spawn(self._engine.pool.connect)
-            except BaseException:
-                self._open -= 1
-                raise
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                handed = waiter.result()
-                if handed is None:
-                    self._wake_one()  # a free slot, not a connection: pass it on
-                else:
-                    self._release(handed)
-            raise
-
-    def _release(self, fairy: Any) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(fairy)
-                return
-        if self._limit:
-            self._idle.append(fairy)
-        else:
-            self._open -= 1
-            self._spawn_close(fairy)
-
-    def _discard(self, fairy: Any) -> None:
-        self._open -= 1
-        self._wake_one()
-
-    def _wake_one(self) -> None:
-        """A slot is free: wake one waiter (with None) to open a connection of its own."""
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-
-    def _spawn_close(self, fairy: Any) -> None:
-        task = asyncio.get_running_loop().create_task(greenlet_spawn(fairy.close))
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
-
-    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        fairy = await self._acquire()
-        while fairy is None:
-            fairy = await self._acquire()
-        driver: Any = fairy.driver_connection
-        try:
-            rows: list[asyncpg.Record] = await driver.fetch(sql, *args)
-        except BaseException as exc:
-            if isinstance(exc, _BROKEN) or driver.is_closed():
-                # Killed, or cancelled mid-statement: its state is unknown, never reuse it.
-                self._discard(fairy)
-                await greenlet_spawn(fairy.invalidate)
-                await greenlet_spawn(fairy.close)
-            else:
-                self._release(fairy)
-            raise
-        self._release(fairy)
-        return rows
-
-    async def _one(self, delivery_id: str, sql: str, *args: Any) -> asyncpg.Record:
+    async def _one(self, delivery_id: str, sql: str, *args: Any) -> Record:
         rows = await self._fetch(sql, delivery_id, *args)
         if not rows:
             raise DeliveryNotFound(delivery_id)
