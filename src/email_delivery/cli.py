@@ -5,7 +5,11 @@ Human output is aligned tables on stdout; ``--json`` prints one JSON document wh
 is documented in the README and kept stable (keys are only ever added). Progress and
 notices go to stderr. Exit codes: 0 success; 1 ``verify`` found problems; 2 a failure a
 user can fix (bad arguments, database unreachable, schema not migrated, permission denied,
-unknown id), printed as one line with a hint, never a traceback.
+unknown id), printed as one line with a hint; 130 interrupted.
+
+The error policy: an ``EmailDeliveryError`` (which every database error users meet becomes,
+through ``errors.translate_errors`` around each database access) is that one line. Any
+other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ import csv
 import io
 import json
 import re
-import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -24,34 +27,22 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import Connection
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import NullPool
 
 from email_delivery import queries, retention
 from email_delivery.engine import make_engine, pooler_for
 from email_delivery.errors import (
-    DatabaseUrlError,
     DeliveryNotFound,
+    EmailDeliveryError,
     InvalidInput,
-    NotMigrated,
-    PermissionDenied,
+    translate_errors,
 )
-from email_delivery.urls import database_url_from_env
+from email_delivery.urls import database_url_from_env, location
 
 PROG = "email-delivery"
 _CONNECT_TIMEOUT_S = 10
-
-
-class CliError(Exception):
-    """A failure the user can fix: one line and a hint, exit code 2."""
-
-    def __init__(self, message: str, hint: str) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
 
 
 # ---------------------------------------------------------------------------------------------
@@ -283,11 +274,7 @@ def _formats(parser: argparse.ArgumentParser) -> None:
 
 
 def _engine() -> AsyncEngine:
-    try:
-        url = database_url_from_env()
-    except DatabaseUrlError as exc:
-        hint = "export DATABASE_URL=postgresql://USER:PASSWORD@HOST:5432/DB"
-        raise CliError(str(exc), hint) from None
+    url = database_url_from_env()
     return make_engine(
         url,
         pooler=pooler_for(url),
@@ -296,93 +283,15 @@ def _engine() -> AsyncEngine:
     )
 
 
-def _where() -> str:
-    try:
-        url = database_url_from_env()
-    except DatabaseUrlError:
-        return "the database"
-    return f"{url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}"
-
-
-def _sqlstate(exc: BaseException) -> str | None:
-    seen: BaseException | None = exc
-    while seen is not None:
-        for attribute in ("sqlstate", "pgcode"):
-            code = getattr(seen, attribute, None)
-            if isinstance(code, str) and code:
-                return code
-        seen = getattr(seen, "orig", None) or seen.__cause__
-    return None
-
-
-def _first_line(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None)
-    source = orig if orig is not None else exc
-    text = str(source).strip().splitlines()
-    line = text[0] if text else type(source).__name__
-    return re.sub(r"^<class '[^']+'>:\s*", "", line)
-
-
-def translate(exc: BaseException) -> CliError | None:
-    """The one-line error for a failure users meet, or None for a real bug."""
-    state = _sqlstate(exc)
-    if state == "42501":
-        return CliError(
-            _first_line(exc)
-            if "permission denied" in _first_line(exc)
-            else f"permission denied: {_first_line(exc)}",
-            "connect as a login in email_reader (reads), email_writer, or the schema owner "
-            "(migrate, verify, requeue, prune)",
-        )
-    if state in {"42P01", "3F000", "42883"}:
-        return CliError(
-            "schema email is not migrated in this database",
-            f"run `{PROG} migrate upgrade` as the database owner",
-        )
-    if state in {"28P01", "28000", "3D000"}:
-        return CliError(
-            f"cannot connect to {_where()}: {_first_line(exc)}",
-            "check the user, password and database name in DATABASE_URL",
-        )
-    if state == "57014":
-        return CliError("the statement was cancelled (statement_timeout)", "retry later")
-    chain: list[BaseException] = []
-    seen: BaseException | None = exc
-    while seen is not None and len(chain) < 10:
-        chain.append(seen)
-        seen = getattr(seen, "orig", None) or seen.__cause__ or seen.__context__
-    network = [
-        e
-        for e in chain
-        if isinstance(e, OSError | socket.gaierror | TimeoutError)
-        or type(e).__name__ in {"ConnectionDoesNotExistError", "CannotConnectNowError"}
-    ]
-    if network:
-        reason = str(network[-1]).strip() or type(network[-1]).__name__
-        return CliError(
-            f"cannot connect to {_where()}: {reason}",
-            "check DATABASE_URL, that the server is up and reachable (Supabase: the direct "
-            "connection or the session pooler)",
-        )
-    return None
-
-
 async def _with_connection(
     action: Callable[[AsyncConnection], Awaitable[int]], *, engine: AsyncEngine | None = None
 ) -> int:
     engine = engine or _engine()
     try:
-        async with engine.connect() as conn:
+        async with translate_errors(database=location(engine.url)), engine.connect() as conn:
             return await action(conn)
     finally:
         await engine.dispose()
-
-
-def _not_found(delivery_id: str) -> CliError:
-    return CliError(
-        f"no delivery with id {delivery_id!r}",
-        f"check the id, or look it up with `{PROG} find --recipient ADDRESS`",
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -398,7 +307,7 @@ async def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
     async def action(conn: AsyncConnection) -> int:
         columns, rows = _rows(await conn.execute(queries.delivery(delivery_id=args.delivery_id)))
         if not rows:
-            raise _not_found(args.delivery_id)
+            raise DeliveryNotFound(args.delivery_id)
         record = _records(columns, rows)[0]
         if args.json:
             print_json(record, out)
@@ -413,7 +322,7 @@ async def cmd_history(args: argparse.Namespace, out: TextIO) -> int:
     async def action(conn: AsyncConnection) -> int:
         exists = (await conn.execute(queries.delivery(delivery_id=args.delivery_id))).first()
         if exists is None:
-            raise _not_found(args.delivery_id)
+            raise DeliveryNotFound(args.delivery_id)
         columns, rows = _rows(
             await conn.execute(queries.delivery_events(delivery_id=args.delivery_id))
         )
@@ -551,11 +460,8 @@ async def cmd_requeue(args: argparse.Namespace, out: TextIO) -> int:
 
     engine = _engine()
     try:
-        try:
-            async with DeliveryTracker(engine) as tracker:
-                result = await tracker.requeue(args.delivery_id, reason=args.reason)
-        except DeliveryNotFound:
-            raise _not_found(args.delivery_id) from None
+        async with DeliveryTracker(engine) as tracker:
+            result = await tracker.requeue(args.delivery_id, reason=args.reason)
     finally:
         await engine.dispose()
     document = {
@@ -595,10 +501,6 @@ async def cmd_prune(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             dry_run=args.dry_run,
             progress=None if args.dry_run or args.json else progress,
         )
-    except InvalidInput as exc:
-        raise CliError(str(exc), "--keep-failed must be at least --older-than") from None
-    except PermissionDenied as exc:
-        raise CliError(str(exc), "run prune with the owner's DATABASE_URL") from None
     finally:
         if bar is not None:
             bar.close()
@@ -628,13 +530,7 @@ async def cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
     from email_delivery import verify
 
     def check(sync: Connection) -> list[str]:
-        try:
-            return verify.verify(sync)
-        except NotMigrated:
-            raise CliError(
-                "schema email is not migrated in this database",
-                f"run `{PROG} migrate upgrade` as the database owner",
-            ) from None
+        return verify.verify(sync)  # NotMigrated when schema email is not there
 
     async def action(conn: AsyncConnection) -> int:
         await conn.begin()
@@ -655,6 +551,15 @@ async def cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def cmd_migrate(args: argparse.Namespace, out: TextIO) -> int:
+    from alembic.util import CommandError
+
+    try:
+        return await _migrate(args, out)
+    except CommandError as exc:  # Alembic's word for a user's mistake: an unknown revision …
+        raise InvalidInput("revision", str(exc)) from exc
+
+
+async def _migrate(args: argparse.Namespace, out: TextIO) -> int:
     from alembic import command
 
     from email_delivery import migrate, verify
@@ -684,10 +589,11 @@ async def cmd_migrate(args: argparse.Namespace, out: TextIO) -> int:
         return await _with_connection(action, engine=engine)
     await engine.dispose()
     url = database_url_from_env()
-    if args.action == "upgrade":
-        await migrate.upgrade(url, args.revision)
-    else:
-        await migrate.downgrade(url, args.revision)
+    async with translate_errors(database=location(url)):
+        if args.action == "upgrade":
+            await migrate.upgrade(url, args.revision)
+        else:
+            await migrate.downgrade(url, args.revision)
     out.write(f"{args.action} to {args.revision}: done\n")
     return 0
 
@@ -764,26 +670,17 @@ def _run(coroutine: Awaitable[int]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (the console script exits with it)."""
     out, err = sys.stdout, sys.stderr
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # a usage error exits 2 with one line
     try:
         return _dispatch(args, out, err)
-    except CliError as exc:
-        err.write(f"{PROG}: error: {exc.message} (hint: {exc.hint})\n")
+    except EmailDeliveryError as exc:
+        # Errors without advice of their own (bad input) point at the command's help.
+        hint = exc.hint or f"{PROG} {args.command} --help"
+        err.write(f"{PROG}: error: {exc} (hint: {hint})\n")
         return 2
-    except (ValueError, KeyboardInterrupt) as exc:
-        if isinstance(exc, KeyboardInterrupt):
-            err.write(f"{PROG}: interrupted\n")
-            return 130
-        # Typed input errors (queries, retention, validation) name the field.
-        err.write(f"{PROG}: error: {exc} (hint: {PROG} {args.command} --help)\n")
-        return 2
-    # The tracker talks to asyncpg directly, so its errors arrive unwrapped.
-    except (SQLAlchemyError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        translated = translate(exc)
-        if translated is None:
-            raise
-        err.write(f"{PROG}: error: {translated.message} (hint: {translated.hint})\n")
-        return 2
+    except KeyboardInterrupt:
+        err.write(f"{PROG}: interrupted\n")
+        return 130
 
 
 if __name__ == "__main__":

@@ -13,6 +13,9 @@ connection: one round trip, no SQLAlchemy compilation, no transaction block.
 - A kept connection the server closed while idle (restart, pooler idle timeout) is replaced
   at the next checkout.
 - ``connections=0`` keeps nothing: each statement checks a connection out and back in.
+- Errors arrive translated by ``errors.translate_errors``: ``PermissionDenied``,
+  ``IllegalTransition``, ``DatabaseUnavailable`` … instead of asyncpg's exceptions, so
+  the tracker, and whatever else runs statements through a connector, speaks only those.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import PoolProxiedConnection, QueuePool
 from sqlalchemy.util import greenlet_spawn
 
-from email_delivery.errors import InvalidInput
+from email_delivery.errors import InvalidInput, translate_errors
+from email_delivery.urls import location
 
 __all__ = ["Connector", "Record"]
 
@@ -84,6 +88,8 @@ class Connector:
             collections.deque()
         )
         self._closing: set[asyncio.Task[None]] = set()
+        # One instance for every statement: it keeps no state between uses.
+        self._translate = translate_errors(database=location(self._engine.url))
 
     @property
     def limit(self) -> int:
@@ -102,24 +108,28 @@ class Connector:
         await self.aclose()
 
     async def fetch(self, sql: str, *args: object) -> list[Record]:
-        """Run one statement (its own transaction) and return its rows."""
-        fairy = await self._acquire()
-        while fairy is None:
+        """Run one statement (its own transaction) and return its rows.
+
+        Database errors users meet arrive as ``email_delivery.errors`` exceptions; the
+        driver's exception is their ``__cause__``."""
+        with self._translate:
             fairy = await self._acquire()
-        driver: Any = fairy.driver_connection
-        try:
-            rows: list[Record] = await driver.fetch(sql, *args)
-        except BaseException as exc:
-            if isinstance(exc, _BROKEN) or driver.is_closed():
-                # Killed, or cancelled mid-statement: its state is unknown, never reuse it.
-                self._discard(fairy)
-                await greenlet_spawn(fairy.invalidate)
-                await greenlet_spawn(fairy.close)
-            else:
-                self._release(fairy)
-            raise
-        self._release(fairy)
-        return rows
+            while fairy is None:
+                fairy = await self._acquire()
+            driver: Any = fairy.driver_connection
+            try:
+                rows: list[Record] = await driver.fetch(sql, *args)
+            except BaseException as exc:
+                if isinstance(exc, _BROKEN) or driver.is_closed():
+                    # Killed, or cancelled mid-statement: its state is unknown, never reuse it.
+                    self._discard(fairy)
+                    await greenlet_spawn(fairy.invalidate)
+                    await greenlet_spawn(fairy.close)
+                else:
+                    self._release(fairy)
+                raise
+            self._release(fairy)
+            return rows
 
     async def aclose(self) -> None:
         """Return the idle connections to the engine's pool (the connector stays usable)."""

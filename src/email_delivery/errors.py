@@ -119,7 +119,7 @@ class PermissionDenied(EmailDeliveryError, PermissionError):
 
     hint = (
         "connect as a login in email_reader (reads), email_writer (the worker), or as the "
-        "schema owner (migrate, verify, requeue, prune, policy)"
+        "schema owner (migrate, verify, requeue, prune)"
     )
 
 

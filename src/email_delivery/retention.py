@@ -32,8 +32,9 @@ from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from email_delivery import ddl
-from email_delivery.errors import InvalidInput, PermissionDenied
+from email_delivery.errors import InvalidInput, PermissionDenied, translate_errors
 from email_delivery.models import DeliveryStatus
+from email_delivery.urls import location
 
 __all__ = ["PruneReport", "prune"]
 
@@ -218,19 +219,20 @@ async def prune(
     owner doing it here is the one exception, because payloads may hold SMTP replies.
     ``dry_run`` counts what would go and changes nothing. ``progress`` is called after each
     batch with the report so far. Must run as the table owner (else ``PermissionDenied``);
-    bad arguments raise ``InvalidInput``.
+    bad arguments raise ``InvalidInput``, database failures the ``email_delivery.errors``
+    exception that names them (``DatabaseUnavailable``, ``NotMigrated`` …).
     """
     _check(older_than, keep_failed_for, batch_size, scrub_after)
     if now is not None and now.tzinfo is None:
         raise InvalidInput("now", "must be timezone-aware")
     report = PruneReport(dry_run=dry_run)
     started = time.perf_counter()
-    async with engine.connect() as conn:
+    async with translate_errors(database=location(engine.url)), engine.connect() as conn:
         if not (await conn.execute(_CAN_DELETE)).scalar():
             raise PermissionDenied(
                 f"permission denied: {(await conn.execute(text('SELECT current_user'))).scalar()}"
                 " may not delete from email.deliveries; retention runs as the table owner",
-                hint="run prune with the table owner's DATABASE_URL (Supabase: postgres)",
+                hint="run prune with the DATABASE_URL of the table owner, postgres on Supabase",
             )
         # The windows are measured by the database's clock, as the timestamps were written.
         moment: datetime = now or (await conn.execute(text("SELECT now()"))).scalar_one()

@@ -8,7 +8,9 @@ rest (``make_engine(pooler="transaction")`` turns that cache off).
 
 Input is checked in Python first (``email_delivery.validation``): bad input raises an
 ``InvalidInput`` naming the field before anything is sent. The connections are held by a
-``Connector`` (``email_delivery.connector``).
+``Connector`` (``email_delivery.connector``), which translates database errors with
+``errors.translate_errors``: a caller meets ``PermissionDenied``, ``DatabaseUnavailable``,
+``NotMigrated``, ``IllegalTransition`` … (all ``EmailDeliveryError``), never asyncpg's.
 """
 
 from __future__ import annotations

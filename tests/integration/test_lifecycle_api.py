@@ -23,6 +23,7 @@ from email_delivery import (
     DeliveryTracker,
     InvalidInput,
     NewDelivery,
+    PermissionDenied,
     SecretInInput,
     make_engine,
 )
@@ -743,7 +744,7 @@ async def test_requeue_of_other_statuses_changes_nothing(
 
 async def test_requeue_is_for_operators_only(worker_tracker: DeliveryTracker) -> None:
     await to_status(worker_tracker, S.FAILED)
-    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+    with pytest.raises(PermissionDenied, match="permission denied for function requeue_delivery"):
         await worker_tracker.requeue("d1", reason="not mine to do")
 
 
@@ -824,9 +825,11 @@ async def test_the_reader_role_cannot_drive_the_lifecycle(cluster: Cluster, data
     engine = make_engine(cluster.url(database, DASHBOARD_LOGIN))
     try:
         async with DeliveryTracker(engine) as reader:
-            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            # Translated (errors.translate_errors): the driver's error is the cause.
+            with pytest.raises(PermissionDenied) as caught:
                 await reader.enqueue("d1", workflow=WF, recipient="a@b.io")
-            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            assert isinstance(caught.value.__cause__, asyncpg.InsufficientPrivilegeError)
+            with pytest.raises(PermissionDenied, match="permission denied"):
                 await reader.claim("d1")
     finally:
         await engine.dispose()

@@ -8,7 +8,7 @@ from datetime import timedelta
 import asyncpg
 import pytest
 
-from email_delivery import DeliveryStatus, DeliveryTracker
+from email_delivery import DatabaseUnavailable, DeliveryStatus, DeliveryTracker
 from tests.cluster import WORKER_LOGIN, Cluster
 from tests.lifecycle_support import events, expire_claim
 
@@ -44,7 +44,7 @@ async def test_a_claimer_killed_mid_statement_leaves_the_row_as_it_was(
             await asyncio.sleep(0.01)
         assert pid is not None, "the claim never blocked on the row lock"
         assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
-        with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, OSError)):
+        with pytest.raises(DatabaseUnavailable, match="lost the connection"):
             await claim
         await lock.rollback()
     finally:
