@@ -11,8 +11,7 @@ from typing import TextIO
 
 import pytest
 
-from email_delivery import cli
-from email_delivery.cli import main
+from email_delivery.cli import deliveries, main
 from tests.cluster import Cluster
 
 
@@ -31,7 +30,7 @@ def database_url(monkeypatch: pytest.MonkeyPatch, cluster: Cluster, database: st
 
 
 def _fails_with(error: BaseException) -> object:
-    async def command(args: argparse.Namespace, out: TextIO, *rest: TextIO) -> int:
+    async def command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise error
 
     return command
@@ -40,11 +39,11 @@ def _fails_with(error: BaseException) -> object:
 def test_an_unexpected_exception_propagates_to_show_its_traceback(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(cli, "cmd_status", _fails_with(RuntimeError("a bug")))
+    monkeypatch.setattr(deliveries, "cmd_status", _fails_with(RuntimeError("a bug")))
     with pytest.raises(RuntimeError, match="a bug"):
         main(["status", "d1"])
     # Typed input errors are InvalidInput: a bare ValueError is a bug like any other.
-    monkeypatch.setattr(cli, "cmd_status", _fails_with(ValueError("also a bug")))
+    monkeypatch.setattr(deliveries, "cmd_status", _fails_with(ValueError("also a bug")))
     with pytest.raises(ValueError, match="also a bug"):
         main(["status", "d1"])
     assert "email-delivery: error" not in capsys.readouterr().err
@@ -54,13 +53,13 @@ def test_the_console_script_prints_a_bugs_traceback() -> None:
     program = textwrap.dedent(
         """
         import sys
-        from email_delivery import cli
+        from email_delivery.cli import deliveries, main
 
-        async def broken(args, out, *rest):
+        async def broken(args, out, err):
             raise RuntimeError("a bug in status")
 
-        cli.cmd_status = broken
-        sys.exit(cli.main(["status", "d1"]))
+        deliveries.cmd_status = broken
+        sys.exit(main(["status", "d1"]))
         """
     )
     done = subprocess.run(
@@ -79,7 +78,7 @@ def test_the_console_script_prints_a_bugs_traceback() -> None:
 def test_ctrl_c_exits_130(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(cli, "cmd_status", _fails_with(KeyboardInterrupt()))
+    monkeypatch.setattr(deliveries, "cmd_status", _fails_with(KeyboardInterrupt()))
     assert main(["status", "d1"]) == 130
     assert capsys.readouterr().err == "email-delivery: interrupted\n"
 
