@@ -247,14 +247,18 @@ def translated(exc: BaseException, *, database: str | None = None) -> EmailDeliv
             f"cannot connect to {where}: {message}",
             hint="check the user, password and database name in DATABASE_URL",
         )
-    if state in _CONNECTION_LOST or (state or "").startswith(_CONNECTION_EXCEPTION_CLASS):
+    if state in _CANCELLED:
+        return StatementTimeout(f"the statement was cancelled: {message}")
+    cause = _unreachable(exc)
+    if (
+        state in _CONNECTION_LOST
+        or (state or "").startswith(_CONNECTION_EXCEPTION_CLASS)
+        or type(cause).__name__ == "ConnectionDoesNotExistError"  # closed mid-statement
+    ):
         return DatabaseUnavailable(
             f"lost the connection to {where}: {message}",
             hint="retry: the server closed the connection (restart, failover, terminated session)",
         )
-    if state in _CANCELLED:
-        return StatementTimeout(f"the statement was cancelled: {message}")
-    cause = _unreachable(exc)
     if cause is not None:
         reason = str(cause).strip() or type(cause).__name__
         return DatabaseUnavailable(f"cannot connect to {where}: {reason}")

@@ -4,6 +4,7 @@ error is left as it is."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -26,6 +27,7 @@ from email_delivery import (
     retention,
 )
 from email_delivery.connector import Connector
+from email_delivery.errors import translate_errors
 from tests.cluster import NOBODY_LOGIN, OWNER, WORKER_LOGIN, Cluster
 
 D = timedelta(days=1)
@@ -128,6 +130,21 @@ async def test_an_unmigrated_database_is_not_migrated(
             await retention.prune(engine, older_than=90 * D, keep_failed_for=365 * D)
     finally:
         await engine.dispose()
+
+
+async def test_a_connection_closed_mid_statement_is_a_lost_connection(
+    cluster: Cluster, database: str
+) -> None:
+    conn = await asyncpg.connect(cluster.dsn(database))
+    running = asyncio.create_task(conn.fetch("SELECT pg_sleep(5)"))
+    await asyncio.sleep(0.1)
+    conn.terminate()  # the socket goes away without a word from the server
+    with (
+        pytest.raises(DatabaseUnavailable, match=r"^lost the connection to db:5432/x: ") as caught,
+        translate_errors(database="db:5432/x"),
+    ):
+        await running
+    assert isinstance(caught.value.__cause__, asyncpg.ConnectionDoesNotExistError)
 
 
 async def test_a_cancelled_statement_is_a_statement_timeout(
