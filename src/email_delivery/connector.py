@@ -93,7 +93,8 @@ class Connector:
 
     @property
     def limit(self) -> int:
-        """The most connections out at once; 0: one per statement, none kept."""
+        """The most connections out at once; 0: no limit of its own (the pool's applies),
+        a connection per statement, none kept."""
         return self._limit
 
     @property
