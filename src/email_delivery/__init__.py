@@ -1,30 +1,53 @@
 """email-delivery: the ``email`` schema, the source of truth for transactional email delivery."""
 
 from email_delivery.engine import make_engine
+from email_delivery.errors import (
+    AttemptsDecreased,
+    DatabaseUnavailable,
+    DatabaseUrlError,
+    DeliveryConflict,
+    DeliveryNotFound,
+    EmailDeliveryError,
+    IllegalTransition,
+    InvalidInput,
+    NotMigrated,
+    OwnerOnly,
+    PermissionDenied,
+    ProtectedColumn,
+    SecretInInput,
+    StatementTimeout,
+)
 from email_delivery.models import Delivery, DeliveryEvent, DeliveryStatus
 from email_delivery.tracker import (
     Claim,
-    DeliveryConflict,
-    DeliveryNotFound,
     DeliveryTracker,
     EnqueueResult,
     NewDelivery,
     TransitionResult,
 )
-from email_delivery.validation import DeliveryInputError, SecretInInput
 
 __all__ = [
+    "AttemptsDecreased",
     "Claim",
+    "DatabaseUnavailable",
+    "DatabaseUrlError",
     "Delivery",
     "DeliveryConflict",
     "DeliveryEvent",
-    "DeliveryInputError",
     "DeliveryNotFound",
     "DeliveryStatus",
     "DeliveryTracker",
+    "EmailDeliveryError",
     "EnqueueResult",
+    "IllegalTransition",
+    "InvalidInput",
     "NewDelivery",
+    "NotMigrated",
+    "OwnerOnly",
+    "PermissionDenied",
+    "ProtectedColumn",
     "SecretInInput",
+    "StatementTimeout",
     "TransitionResult",
     "make_engine",
 ]

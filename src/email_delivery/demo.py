@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import text
 
 from email_delivery import DeliveryTracker, make_engine, migrate, queries
-from email_delivery.cli import ProgressBar, print_table
+from email_delivery.cli.output import ProgressBar, print_table
 from email_delivery.embedded import embedded_server
 from email_delivery.urls import async_url
 

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from email_delivery.errors import InvalidInput
 from email_delivery.urls import async_url
 
 __all__ = ["TRANSACTION_POOLER_PORT", "Pooler", "make_engine", "pooler_for"]
@@ -49,7 +50,7 @@ def make_engine(url: str | URL, *, pooler: Pooler = "direct", **kwargs: Any) -> 
     merged over this function's, so a caller can still override a setting on purpose.
     """
     if pooler not in _POOLERS:
-        raise ValueError(f"pooler must be one of {', '.join(_POOLERS)}, not {pooler!r}")
+        raise InvalidInput("pooler", f"must be one of {', '.join(_POOLERS)}, not {pooler!r}")
     connect_args: dict[str, Any] = {}
     if pooler == "transaction":
         connect_args = {

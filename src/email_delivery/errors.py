@@ -7,20 +7,24 @@ each becomes, and the SQL files receive them through placeholders (``email_deliv
 so a code is written once.
 
 ``translate_errors()`` is the one place where asyncpg and SQLAlchemy exceptions become these:
-the tracker, retention and the CLI all go through it.
+the tracker (through its ``Connector``), retention and the CLI all go through it. What it
+does not recognise is a bug and propagates unchanged, traceback and all.
 """
 
 from __future__ import annotations
 
-import contextlib
-import socket
-from collections.abc import Iterator
-from typing import ClassVar
+from collections.abc import Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from email_delivery.models import Delivery
 
 __all__ = [
     "SQLSTATES",
     "AttemptsDecreased",
     "DatabaseUnavailable",
+    "DatabaseUrlError",
     "DeliveryConflict",
     "DeliveryNotFound",
     "EmailDeliveryError",
@@ -33,6 +37,7 @@ __all__ = [
     "SecretInInput",
     "StatementTimeout",
     "translate_errors",
+    "translated",
 ]
 
 
@@ -41,36 +46,51 @@ class EmailDeliveryError(Exception):
 
     sqlstate: ClassVar[str | None] = None
     """The SQLSTATE the database raises for this error, where it has one of its own."""
-    hint: ClassVar[str] = ""
-    """What a user can do about it (the CLI prints it after the message)."""
+    hint: str = ""
+    """What a user can do about it (the CLI prints it after the message); the class gives
+    the usual advice, an instance may give a more precise one."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        if hint is not None:
+            self.hint = hint
 
 
 class InvalidInput(EmailDeliveryError, ValueError):
     """Bad input, refused before anything is written; ``field`` names the input
     (``metadata.invite.token``, ``deliveries[3].recipient``, ``older_than``)."""
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
+    def __init__(self, field: str, message: str, *, hint: str | None = None) -> None:
+        super().__init__(f"{field}: {message}", hint=hint)
         self.field = field
         self.reason = message
+
+
+class DatabaseUrlError(EmailDeliveryError, ValueError):
+    """``DATABASE_URL`` is missing or is not a PostgreSQL URL."""
+
+    hint = "export DATABASE_URL=postgresql://USER:PASSWORD@HOST:5432/DB"
 
 
 class SecretInInput(InvalidInput):
     """A metadata or payload key or value carries a secret; ``field`` is its path."""
 
     sqlstate = "ED003"
+    hint = "store a hash under a key ending in _sha256 (or leave the value out)"
 
 
 class IllegalTransition(EmailDeliveryError):
     """A status move outside the transition table (raised by the database's guard)."""
 
     sqlstate = "ED001"
+    hint = "statuses never go backwards and sent is final (README: Statuses and transitions)"
 
 
 class AttemptsDecreased(EmailDeliveryError):
     """``attempts`` would go down (raised by the database's guard)."""
 
     sqlstate = "ED002"
+    hint = "attempts only ever increase (a requeue keeps them and resets the retry budget)"
 
 
 class ProtectedColumn(EmailDeliveryError):
@@ -95,21 +115,20 @@ class DeliveryNotFound(EmailDeliveryError, LookupError):
     hint = "check the id, or look it up with `email-delivery find --recipient ADDRESS`"
 
     def __init__(self, delivery_id: str) -> None:
-        super().__init__(f"no delivery {delivery_id!r}")
+        super().__init__(f"no delivery with id {delivery_id!r}")
         self.delivery_id = delivery_id
 
 
 class DeliveryConflict(EmailDeliveryError):
     """An enqueue for an existing ``delivery_id`` with a different workflow or recipient.
 
-    Nothing was written. ``fields`` names what differs; ``existing`` is the stored row
-    (an ``email_delivery.Delivery``).
+    Nothing was written. ``fields`` names what differs; ``existing`` is the stored row.
     """
 
-    def __init__(self, delivery_id: str, fields: tuple[str, ...], existing: object) -> None:
+    def __init__(self, delivery_id: str, fields: Sequence[str], existing: Delivery) -> None:
         super().__init__(f"delivery {delivery_id!r} exists with a different {' and '.join(fields)}")
         self.delivery_id = delivery_id
-        self.fields = fields
+        self.fields = tuple(fields)
         self.existing = existing
 
 
@@ -118,7 +137,7 @@ class PermissionDenied(EmailDeliveryError, PermissionError):
 
     hint = (
         "connect as a login in email_reader (reads), email_writer (the worker), or as the "
-        "schema owner (migrate, verify, requeue, prune, policy)"
+        "schema owner (migrate, verify, requeue, prune)"
     )
 
 
@@ -129,9 +148,12 @@ class NotMigrated(EmailDeliveryError):
 
 
 class DatabaseUnavailable(EmailDeliveryError, ConnectionError):
-    """The database cannot be reached, or refused the login."""
+    """The database cannot be reached, refused the login, or closed the connection."""
 
-    hint = "check DATABASE_URL (user, password, host, port, database) and that the server is up"
+    hint = (
+        "check DATABASE_URL, that the server is up and reachable (Supabase: the direct "
+        "connection or the session pooler)"
+    )
 
 
 class StatementTimeout(EmailDeliveryError, TimeoutError):
@@ -149,8 +171,13 @@ SQLSTATES: dict[str, type[EmailDeliveryError]] = {
 
 _NOT_MIGRATED = frozenset({"42P01", "3F000", "42883", "42704"})
 _LOGIN_REFUSED = frozenset({"28P01", "28000", "3D000"})
+# The server ended the session (terminated backend, shutdown, restart) or cannot take it yet.
+_CONNECTION_LOST = frozenset({"57P01", "57P02", "57P03"})
+_CONNECTION_EXCEPTION_CLASS = "08"
 _CANCELLED = frozenset({"57014", "55P03"})
 _INVALID_PARAMETER = "22023"
+_INSUFFICIENT_PRIVILEGE = "42501"
+_THE_DATABASE = "the database"
 
 
 def _sqlstate(exc: BaseException) -> str | None:
@@ -162,6 +189,18 @@ def _sqlstate(exc: BaseException) -> str | None:
                 return code
         seen = getattr(seen, "orig", None) or seen.__cause__
     return None
+
+
+def _column(exc: BaseException, default: str) -> str:
+    """The error's COLUMN field, where the SQL functions name the offending argument
+    (asyncpg's exception, under SQLAlchemy's wrapper when there is one)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        column = getattr(seen, "column_name", None)
+        if isinstance(column, str) and column:
+            return column
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return default
 
 
 def _driver_error(exc: BaseException) -> BaseException:
@@ -180,12 +219,17 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _unreachable(exc: BaseException) -> BaseException | None:
-    """The network-level cause of ``exc``, if that is what it is."""
+    """The network-level cause of ``exc``, if that is what it is.
+
+    Any ``OSError`` counts: asyncio reports a refused connection to several addresses as a
+    bare ``OSError("Multiple exceptions: …")``. So translate only around database access,
+    where an ``OSError`` can only be the network (``translate_errors`` is used that way).
+    """
     seen: BaseException | None = exc
     for _ in range(10):
         if seen is None:
             return None
-        if isinstance(seen, OSError | socket.gaierror | TimeoutError) or type(seen).__name__ in {
+        if isinstance(seen, OSError | TimeoutError) or type(seen).__name__ in {
             "ConnectionDoesNotExistError",
             "CannotConnectNowError",
         }:
@@ -194,49 +238,88 @@ def _unreachable(exc: BaseException) -> BaseException | None:
     return None
 
 
-def translated(exc: BaseException) -> EmailDeliveryError | None:
+def translated(exc: BaseException, *, database: str | None = None) -> EmailDeliveryError | None:
     """The package error for a driver or SQLAlchemy exception, or None when it is not one
-    users meet (a bug: let it propagate as it is)."""
+    users meet (a bug: let it propagate as it is). ``database`` (``host:port/name``) is
+    named in connection errors."""
     if isinstance(exc, EmailDeliveryError):
         return exc
+    where = database or _THE_DATABASE
     state = _sqlstate(exc)
     message = _first_line(exc)
     known = SQLSTATES.get(state or "")
     if known is SecretInInput:
-        return SecretInInput(getattr(_driver_error(exc), "column_name", None) or "input", message)
+        return SecretInInput(_column(exc, "input"), message)
     if known is not None:
         return known(message)
     if state == _INVALID_PARAMETER:
-        # The SQL functions name the argument in the error's COLUMN field where they can.
-        field = getattr(_driver_error(exc), "column_name", None) or "argument"
-        return InvalidInput(field, message)
-    if state == "42501":
+        return InvalidInput(_column(exc, "argument"), message)
+    if state == _INSUFFICIENT_PRIVILEGE:
         return PermissionDenied(
             message if "permission denied" in message else f"permission denied: {message}"
         )
     if state in _NOT_MIGRATED:
-        return NotMigrated(f"schema email is not migrated in this database ({message})")
+        return NotMigrated(f"schema email is not migrated in this database: {message}")
     if state in _LOGIN_REFUSED:
-        return DatabaseUnavailable(f"the database refused the connection: {message}")
+        return DatabaseUnavailable(
+            f"cannot connect to {where}: {message}",
+            hint="check the user, password and database name in DATABASE_URL",
+        )
     if state in _CANCELLED:
         return StatementTimeout(f"the statement was cancelled: {message}")
     cause = _unreachable(exc)
+    if (
+        state in _CONNECTION_LOST
+        or (state or "").startswith(_CONNECTION_EXCEPTION_CLASS)
+        or type(cause).__name__ == "ConnectionDoesNotExistError"  # closed mid-statement
+    ):
+        return DatabaseUnavailable(
+            f"lost the connection to {where}: {message}",
+            hint="retry: the server closed the connection (restart, failover, terminated session)",
+        )
     if cause is not None:
         reason = str(cause).strip() or type(cause).__name__
-        return DatabaseUnavailable(f"cannot reach the database: {reason}")
+        return DatabaseUnavailable(f"cannot connect to {where}: {reason}")
     return None
 
 
-@contextlib.contextmanager
-def translate_errors() -> Iterator[None]:
-    """Raise the package's error for a database error users meet; anything else (a bug)
-    propagates unchanged. The original exception is kept as ``__cause__``."""
-    try:
-        yield
-    except EmailDeliveryError:
-        raise
-    except Exception as exc:
-        error = translated(exc)
-        if error is None:
-            raise
-        raise error from exc
+class translate_errors:  # lower case: used like contextlib.suppress, so named like it
+    """``with translate_errors():`` or ``async with translate_errors():`` around database
+    access: a database error users meet is raised as the package's error (the original kept
+    as ``__cause__``); anything else, a bug, propagates unchanged.
+
+    ``database`` (``host:port/name``, see ``urls.location``) is named in connection errors.
+    A class rather than ``@contextmanager``: the tracker enters it on every call.
+    """
+
+    __slots__ = ("database",)
+
+    def __init__(self, *, database: str | None = None) -> None:
+        self.database = database
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        # Only Exception: cancellation and KeyboardInterrupt are not errors to translate.
+        if not isinstance(exc, Exception) or isinstance(exc, EmailDeliveryError):
+            return
+        error = translated(exc, database=self.database)
+        if error is not None:
+            raise error from exc
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, traceback)

@@ -40,6 +40,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, aggregate_order_by
 
 from email_delivery import catalog, rules
+from email_delivery.errors import InvalidInput
 from email_delivery.models import Delivery, DeliveryEvent, DeliveryStatus
 
 __all__ = [
@@ -47,7 +48,6 @@ __all__ = [
     "TERMINAL_STATUSES",
     "Bucket",
     "Cursor",
-    "InvalidQueryArgument",
     "delivery",
     "delivery_events",
     "delivery_with_events",
@@ -65,14 +65,6 @@ Bucket = Literal["hour", "day"]
 _D = Delivery.__table__.c
 _E = DeliveryEvent.__table__.c
 _MAX_PAGE = 1000
-
-
-class InvalidQueryArgument(ValueError):
-    """A query argument is out of range; ``field`` names it."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
 
 
 # Status constants are inlined, so the planner sees the exact set (as in the views).
@@ -173,9 +165,9 @@ class Cursor:
             queued_at, delivery_id = json.loads(base64.urlsafe_b64decode(padded))
             parsed = datetime.fromisoformat(queued_at)
         except (ValueError, TypeError, binascii.Error) as exc:
-            raise InvalidQueryArgument("cursor", f"not a cursor token ({exc})") from None
+            raise InvalidInput("cursor", f"not a cursor token ({exc})") from None
         if parsed.tzinfo is None or not isinstance(delivery_id, str):
-            raise InvalidQueryArgument("cursor", "not a cursor token")
+            raise InvalidInput("cursor", "not a cursor token")
         return cls(queued_at=parsed, delivery_id=delivery_id)
 
 
@@ -188,7 +180,7 @@ def recipient_deliveries(
     ``(recipient, queued_at, delivery_id)`` backwards, with no sort.
     """
     if not 1 <= limit <= _MAX_PAGE:
-        raise InvalidQueryArgument("limit", f"must be between 1 and {_MAX_PAGE}")
+        raise InvalidInput("limit", f"must be between 1 and {_MAX_PAGE}")
     query = select(Delivery.__table__).where(_D.recipient == normalize_recipient(recipient))
     if after is not None:
         query = query.where(
@@ -216,12 +208,12 @@ def pending_deliveries(
     ``(status, updated_at)``.
     """
     if older_than < timedelta(0):
-        raise InvalidQueryArgument("older_than", "must not be negative")
+        raise InvalidInput("older_than", "must not be negative")
     if not 1 <= limit <= 100_000:
-        raise InvalidQueryArgument("limit", "must be between 1 and 100000")
+        raise InvalidInput("limit", "must be between 1 and 100000")
     chosen = [DeliveryStatus(s) for s in statuses]
     if not chosen or any(s in TERMINAL_STATUSES for s in chosen):
-        raise InvalidQueryArgument("statuses", "must be a non-empty set of non-terminal statuses")
+        raise InvalidInput("statuses", "must be a non-empty set of non-terminal statuses")
     query = (
         select(Delivery.__table__, (func.now() - _D.updated_at).label("idle_for"))
         .where(_status_in(_D.status, chosen))
@@ -267,18 +259,18 @@ def workflow_stats(
       that a retry overcame are in the audit trail and in ``retry_rate``).
 
     Uses ``(queued_at)``; a 24-hour window reads only that day's rows. The arguments are
-    checked here first (``InvalidQueryArgument`` names the field) and again by the database.
+    checked here first (``InvalidInput`` names the field) and again by the database.
     """
     if since.tzinfo is None:
-        raise InvalidQueryArgument("since", "must be timezone-aware")
+        raise InvalidInput("since", "must be timezone-aware")
     if until is not None and until.tzinfo is None:
-        raise InvalidQueryArgument("until", "must be timezone-aware")
+        raise InvalidInput("until", "must be timezone-aware")
     if until is not None and until <= since:
-        raise InvalidQueryArgument("until", "must be later than since")
+        raise InvalidInput("until", "must be later than since")
     if bucket not in (None, "hour", "day"):
-        raise InvalidQueryArgument("bucket", "must be 'hour', 'day' or None")
+        raise InvalidInput("bucket", "must be 'hour', 'day' or None")
     if not 0 <= top_errors <= 20:
-        raise InvalidQueryArgument("top_errors", "must be between 0 and 20")
+        raise InvalidInput("top_errors", "must be between 0 and 20")
     stats = func.email.delivery_stats(
         bindparam("since", since, type_=DateTime(timezone=True)),
         bindparam("until", until, type_=DateTime(timezone=True)),

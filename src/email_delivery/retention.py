@@ -32,9 +32,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from email_delivery import rules, sql
+from email_delivery.errors import InvalidInput, PermissionDenied, translate_errors
 from email_delivery.models import DeliveryStatus
+from email_delivery.urls import location
 
-__all__ = ["InvalidRetentionWindow", "NotAllowedToPrune", "PruneReport", "prune"]
+__all__ = ["PruneReport", "prune"]
 
 SCRUB_KEEPS_METADATA_KEYS = rules.RESERVED_METADATA_KEYS
 """Operational references, not personal data: a scrub keeps them (see ``prune``)."""
@@ -48,18 +50,6 @@ _COUNT_EVENTS = _SQL["count_candidate_events"]
 _CAN_DELETE = _SQL["may_delete"]
 
 _EPOCH = datetime.fromisoformat("0001-01-01T00:00:00+00:00")
-
-
-class NotAllowedToPrune(PermissionError):
-    """The connected role may not DELETE from schema ``email``: run retention as the owner."""
-
-
-class InvalidRetentionWindow(ValueError):
-    """A retention argument is out of range; ``field`` names it."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
 
 
 @dataclass(kw_only=True)
@@ -102,15 +92,15 @@ def _check(
     scrub_after: timedelta | None,
 ) -> None:
     if older_than <= timedelta(0):
-        raise InvalidRetentionWindow("older_than", "must be positive")
+        raise InvalidInput("older_than", "must be positive")
     if keep_failed_for < older_than:
-        raise InvalidRetentionWindow(
+        raise InvalidInput(
             "keep_failed_for", "must be at least older_than: failed deliveries are kept longer"
         )
     if not 1 <= batch_size <= 100_000:
-        raise InvalidRetentionWindow("batch_size", "must be between 1 and 100000")
+        raise InvalidInput("batch_size", "must be between 1 and 100000")
     if scrub_after is not None and scrub_after <= timedelta(0):
-        raise InvalidRetentionWindow("scrub_after", "must be positive")
+        raise InvalidInput("scrub_after", "must be positive")
 
 
 async def prune(
@@ -133,18 +123,21 @@ async def prune(
     events lose ``error_message`` and ``payload``. Events are otherwise never updated; the
     owner doing it here is the one exception, because payloads may hold SMTP replies.
     ``dry_run`` counts what would go and changes nothing. ``progress`` is called after each
-    batch with the report so far. Must run as the table owner.
+    batch with the report so far. Must run as the table owner (else ``PermissionDenied``);
+    bad arguments raise ``InvalidInput``, database failures the ``email_delivery.errors``
+    exception that names them (``DatabaseUnavailable``, ``NotMigrated`` …).
     """
     _check(older_than, keep_failed_for, batch_size, scrub_after)
     if now is not None and now.tzinfo is None:
-        raise InvalidRetentionWindow("now", "must be timezone-aware")
+        raise InvalidInput("now", "must be timezone-aware")
     report = PruneReport(dry_run=dry_run)
     started = time.perf_counter()
-    async with engine.connect() as conn:
+    async with translate_errors(database=location(engine.url)), engine.connect() as conn:
         if not (await conn.execute(_CAN_DELETE)).scalar():
-            raise NotAllowedToPrune(
+            raise PermissionDenied(
                 f"permission denied: {(await conn.execute(text('SELECT current_user'))).scalar()}"
-                " may not delete from email.deliveries; retention runs as the table owner"
+                " may not delete from email.deliveries; retention runs as the table owner",
+                hint="run prune with the DATABASE_URL of the table owner, postgres on Supabase",
             )
         # The windows are measured by the database's clock, as the timestamps were written.
         moment: datetime = now or (await conn.execute(text("SELECT now()"))).scalar_one()

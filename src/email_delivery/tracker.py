@@ -6,35 +6,32 @@ out of the engine's pool: no SQLAlchemy statement compilation, no transaction bl
 function call is its own transaction), and asyncpg's per-connection prepared statement
 cache does the rest (``make_engine(pooler="transaction")`` turns that cache off).
 
-Input is checked in Python first (``email_delivery.validation``): bad input raises a
-``DeliveryInputError`` naming the field before anything is sent.
+Input is checked in Python first (``email_delivery.validation``): bad input raises an
+``InvalidInput`` naming the field before anything is sent. The connections are held by a
+``Connector`` (``email_delivery.connector``), which translates database errors with
+``errors.translate_errors``: a caller meets ``PermissionDenied``, ``DatabaseUnavailable``,
+``NotMigrated``, ``IllegalTransition`` … (all ``EmailDeliveryError``), never asyncpg's.
 """
 
 from __future__ import annotations
 
-import asyncio
-import collections
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]  # no stubs; Record is Any here
-from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import configure_mappers
 from sqlalchemy.orm.base import manager_of_class
-from sqlalchemy.pool import QueuePool
-from sqlalchemy.util import greenlet_spawn
 
 from email_delivery import rules, sql
 from email_delivery import validation as v
+from email_delivery.connector import Connector, Record
+from email_delivery.errors import DeliveryConflict, DeliveryNotFound, InvalidInput
 from email_delivery.models import Delivery, DeliveryEvent, DeliveryStatus
 
 __all__ = [
     "Claim",
-    "DeliveryConflict",
-    "DeliveryNotFound",
     "DeliveryTracker",
     "EnqueueResult",
     "NewDelivery",
@@ -43,27 +40,6 @@ __all__ = [
 
 DEFAULT_LEASE = timedelta(minutes=5)
 DEFAULT_MAX_ATTEMPTS = 5
-
-
-class DeliveryConflict(Exception):
-    """An enqueue for an existing ``delivery_id`` with a different workflow or recipient.
-
-    Nothing was written. ``fields`` names what differs; ``existing`` is the stored row.
-    """
-
-    def __init__(self, delivery_id: str, fields: Sequence[str], existing: Delivery) -> None:
-        super().__init__(f"delivery {delivery_id!r} exists with a different {' and '.join(fields)}")
-        self.delivery_id = delivery_id
-        self.fields = tuple(fields)
-        self.existing = existing
-
-
-class DeliveryNotFound(LookupError):
-    """No delivery with this ``delivery_id`` (enqueue it first)."""
-
-    def __init__(self, delivery_id: str) -> None:
-        super().__init__(f"no delivery {delivery_id!r}")
-        self.delivery_id = delivery_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,22 +88,13 @@ class NewDelivery:
 
 _SQL = sql.blocks("queries.sql")
 """The statements of ``email_delivery/sql/queries.sql``, by name."""
-# Errors after which the pooled connection's state is unknown: it must not be reused.
-_BROKEN = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    OSError,
-    asyncio.CancelledError,
-    asyncio.TimeoutError,
-)
-
 
 _DELIVERY_KEYS = tuple(
     "metadata_" if name == "metadata" else name for name in rules.DELIVERY_ROW_COLUMNS
 )
 
 
-def _delivery(row: asyncpg.Record) -> Delivery:
+def _delivery(row: Record) -> Delivery:
     # As the ORM loads a row: state set straight into __dict__, no attribute events (the
     # declarative constructor costs ten times as much, and this is the hot path).
     delivery: Delivery = _DELIVERY_MANAGER.new_instance()
@@ -138,7 +105,7 @@ def _delivery(row: asyncpg.Record) -> Delivery:
     return delivery
 
 
-def _event(row: asyncpg.Record) -> DeliveryEvent:
+def _event(row: Record) -> DeliveryEvent:
     return DeliveryEvent(
         id=row[0],
         delivery_id=row[1],
@@ -153,17 +120,6 @@ def _event(row: asyncpg.Record) -> DeliveryEvent:
 
 configure_mappers()
 _DELIVERY_MANAGER = manager_of_class(Delivery)
-
-
-def _engine_of(bind: AsyncEngine | async_sessionmaker[AsyncSession]) -> Engine:
-    if isinstance(bind, AsyncEngine):
-        return bind.sync_engine
-    if isinstance(bind, async_sessionmaker):
-        engine = bind.kw.get("bind")
-        if isinstance(engine, AsyncEngine):
-            return engine.sync_engine
-        raise TypeError("the async_sessionmaker must be bound to an AsyncEngine (bind=engine)")
-    raise TypeError(f"expected an AsyncEngine or an async_sessionmaker, not {type(bind)!r}")
 
 
 class DeliveryTracker:
@@ -181,16 +137,9 @@ class DeliveryTracker:
         itself; ``await tracker.aclose()`` (or ``async with tracker``) gives them back.
         Other code sharing the engine gets only what the tracker leaves: give the tracker its
         own engine, or ``connections`` below ``pool_size``."""
-        # The engine, not its pool: engine.dispose() replaces the pool.
-        self._engine = _engine_of(bind)
-        if connections is None:
-            pool = self._engine.pool
-            connections = pool.size() if isinstance(pool, QueuePool) else 0
-        self._limit = v.check_int(connections, "connections", minimum=0)
-        self._open = 0
-        self._idle: list[Any] = []
-        self._waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
-        self._closing: set[asyncio.Task[None]] = set()
+        self._connector = Connector(bind, connections=connections)
+        # The connector's bound method itself: no extra coroutine per call on the hot path.
+        self._fetch = self._connector.fetch
 
     async def __aenter__(self) -> DeliveryTracker:
         return self
@@ -200,92 +149,9 @@ class DeliveryTracker:
 
     async def aclose(self) -> None:
         """Return the idle connections to the engine's pool (the tracker stays usable)."""
-        idle, self._idle = self._idle, []
-        self._open -= len(idle)
-        for fairy in idle:
-            await greenlet_spawn(fairy.close)
-        # Closes started in the background must finish before the caller's loop ends.
-        if self._closing:
-            await asyncio.gather(*self._closing, return_exceptions=True)
+        await self._connector.aclose()
 
-    async def _acquire(self) -> Any:
-        while self._idle:
-            fairy = self._idle.pop()
-            if not fairy.driver_connection.is_closed():
-                return fairy
-            # Closed while kept (server restart, pooler idle timeout): replace it.
-            self._open -= 1
-            await greenlet_spawn(fairy.invalidate)
-            await greenlet_spawn(fairy.close)
-        if self._limit == 0 or self._open < self._limit:
-            self._open += 1
-            try:
-                return await greenlet_spawn(self._engine.pool.connect)
-            except BaseException:
-                self._open -= 1
-                raise
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                handed = waiter.result()
-                if handed is None:
-                    self._wake_one()  # a free slot, not a connection: pass it on
-                else:
-                    self._release(handed)
-            raise
-
-    def _release(self, fairy: Any) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(fairy)
-                return
-        if self._limit:
-            self._idle.append(fairy)
-        else:
-            self._open -= 1
-            self._spawn_close(fairy)
-
-    def _discard(self, fairy: Any) -> None:
-        self._open -= 1
-        self._wake_one()
-
-    def _wake_one(self) -> None:
-        """A slot is free: wake one waiter (with None) to open a connection of its own."""
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-
-    def _spawn_close(self, fairy: Any) -> None:
-        task = asyncio.get_running_loop().create_task(greenlet_spawn(fairy.close))
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
-
-    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        fairy = await self._acquire()
-        while fairy is None:
-            fairy = await self._acquire()
-        driver: Any = fairy.driver_connection
-        try:
-            rows: list[asyncpg.Record] = await driver.fetch(sql, *args)
-        except BaseException as exc:
-            if isinstance(exc, _BROKEN) or driver.is_closed():
-                # Killed, or cancelled mid-statement: its state is unknown, never reuse it.
-                self._discard(fairy)
-                await greenlet_spawn(fairy.invalidate)
-                await greenlet_spawn(fairy.close)
-            else:
-                self._release(fairy)
-            raise
-        self._release(fairy)
-        return rows
-
-    async def _one(self, delivery_id: str, sql: str, *args: Any) -> asyncpg.Record:
+    async def _one(self, delivery_id: str, sql: str, *args: Any) -> Record:
         rows = await self._fetch(sql, delivery_id, *args)
         if not rows:
             raise DeliveryNotFound(delivery_id)
@@ -325,9 +191,9 @@ class DeliveryTracker:
                 try:
                     item = NewDelivery(**item)
                 except TypeError as exc:
-                    raise v.InvalidArgument(f"deliveries[{index}]", str(exc)) from None
+                    raise InvalidInput(f"deliveries[{index}]", str(exc)) from None
             if not isinstance(item, NewDelivery):
-                raise v.InvalidArgument(f"deliveries[{index}]", "a NewDelivery or a mapping")
+                raise InvalidInput(f"deliveries[{index}]", "a NewDelivery or a mapping")
             values = _enqueue_args(
                 item.delivery_id,
                 item.workflow,
@@ -339,7 +205,7 @@ class DeliveryTracker:
             for column, value in zip(columns, values, strict=True):
                 column.append(value)
             if index >= rules.MAX_BATCH:
-                raise v.InvalidArgument("deliveries", f"at most {rules.MAX_BATCH} per batch")
+                raise InvalidInput("deliveries", f"at most {rules.MAX_BATCH} per batch")
         if not columns[0]:
             return []
         rows = await self._fetch(_SQL["enqueue_deliveries"], *columns)
@@ -388,7 +254,7 @@ class DeliveryTracker:
         v.check_int(attempt, "attempt", minimum=1)
         v.check_int(max_attempts, "max_attempts", minimum=1)
         if not isinstance(retryable, bool):
-            raise v.InvalidArgument("retryable", "must be a bool")
+            raise InvalidInput("retryable", "must be a bool")
         code, message = v.error_code_and_message(error)
         body = v.check_json_object(payload, "payload", optional=True)
         row = await self._one(
@@ -463,7 +329,7 @@ def _enqueue_args(
     if isinstance(metadata, Mapping):
         for key in rules.RESERVED_METADATA_KEYS:
             if key in metadata:
-                raise v.InvalidJsonObject(
+                raise InvalidInput(
                     f"{prefix}metadata.{key}", "reserved for the lifecycle functions"
                 )
     body = v.check_json_object(metadata, f"{prefix}metadata", optional=False)

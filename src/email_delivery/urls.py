@@ -6,12 +6,10 @@ import os
 
 from sqlalchemy.engine import URL, make_url
 
+from email_delivery.errors import DatabaseUrlError
+
 _ASYNC_DRIVER = "postgresql+asyncpg"
 _SYNC_DRIVER = "postgresql+psycopg"
-
-
-class DatabaseUrlError(ValueError):
-    """``DATABASE_URL`` is missing or is not a PostgreSQL URL."""
 
 
 def async_url(url: str | URL) -> URL:
@@ -32,6 +30,11 @@ def database_url_from_env(variable: str = "DATABASE_URL") -> URL:
             f"{variable} is not set; e.g. postgresql://postgres:PASSWORD@HOST:5432/postgres"
         )
     return async_url(raw)
+
+
+def location(url: URL) -> str:
+    """``host:port/database`` for messages: never the user or password."""
+    return f"{url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}"
 
 
 def _with_driver(url: str | URL, driver: str) -> URL:

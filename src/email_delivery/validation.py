@@ -32,6 +32,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from email_delivery import rules
+from email_delivery.errors import InvalidInput, SecretInInput
 from email_delivery.models import (
     DELIVERY_ID_PATTERN,
     MAX_ERROR_CODE_LENGTH,
@@ -41,53 +42,10 @@ from email_delivery.models import (
 )
 
 __all__ = [
-    "DeliveryInputError",
-    "InvalidDeliveryId",
-    "InvalidJsonObject",
-    "InvalidRecipient",
-    "InvalidTimestamp",
-    "InvalidWorkflow",
-    "SecretInInput",
     "error_code_and_message",
     "normalize_recipient",
     "sanitize_error_message",
 ]
-
-
-class DeliveryInputError(ValueError):
-    """Bad input to the lifecycle API, raised before any write; ``field`` names the input."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-
-
-class InvalidDeliveryId(DeliveryInputError):
-    pass
-
-
-class InvalidWorkflow(DeliveryInputError):
-    pass
-
-
-class InvalidRecipient(DeliveryInputError):
-    pass
-
-
-class InvalidTimestamp(DeliveryInputError):
-    pass
-
-
-class InvalidJsonObject(DeliveryInputError):
-    pass
-
-
-class SecretInInput(DeliveryInputError):
-    """A metadata/payload key or value carries a secret; ``field`` is the key's path."""
-
-
-class InvalidArgument(DeliveryInputError):
-    """Any other argument out of range (attempt, lease, max_attempts, error, reference)."""
 
 
 _DELIVERY_ID = re.compile(DELIVERY_ID_PATTERN)
@@ -100,7 +58,7 @@ _REFERENCE = re.compile(rf"^[^\s\x00-\x1f]{{1,{rules.MAX_REFERENCE_LENGTH}}}$")
 
 def check_delivery_id(value: object, field: str = "delivery_id") -> str:
     if not isinstance(value, str) or not _DELIVERY_ID.fullmatch(value):
-        raise InvalidDeliveryId(
+        raise InvalidInput(
             field, "1-200 characters of A-Z a-z 0-9 . _ : / @ + = -, starting alphanumeric"
         )
     return value
@@ -108,45 +66,45 @@ def check_delivery_id(value: object, field: str = "delivery_id") -> str:
 
 def check_workflow(value: object, field: str = "workflow") -> str:
     if not isinstance(value, str) or not _WORKFLOW.fullmatch(value):
-        raise InvalidWorkflow(field, "lower-case kebab-case, e.g. 'verification-code'")
+        raise InvalidInput(field, "lower-case kebab-case, e.g. 'verification-code'")
     return value
 
 
 def normalize_recipient(value: object, field: str = "recipient") -> str:
     """Trimmed and lower-cased; one ``@`` with something on both sides, no whitespace."""
     if not isinstance(value, str):
-        raise InvalidRecipient(field, "must be a string")
+        raise InvalidInput(field, "must be a string")
     normalized = value.strip().lower()
     if len(normalized) > MAX_RECIPIENT_LENGTH or not _RECIPIENT.fullmatch(normalized):
-        raise InvalidRecipient(field, "not an email address (local@domain, no spaces)")
+        raise InvalidInput(field, "not an email address (local@domain, no spaces)")
     return normalized
 
 
 def check_aware(value: object, field: str) -> datetime:
     if not isinstance(value, datetime):
-        raise InvalidTimestamp(field, "must be a datetime")
+        raise InvalidInput(field, "must be a datetime")
     if value.tzinfo is None or value.utcoffset() is None:
-        raise InvalidTimestamp(field, "naive datetime: give a timezone (e.g. UTC)")
+        raise InvalidInput(field, "naive datetime: give a timezone (e.g. UTC)")
     return value
 
 
 def check_positive_interval(value: object, field: str) -> timedelta:
     if not isinstance(value, timedelta) or value <= timedelta(0):
-        raise InvalidArgument(field, "must be a positive timedelta")
+        raise InvalidInput(field, "must be a positive timedelta")
     return value
 
 
 def check_int(value: object, field: str, *, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidArgument(field, f"must be an integer >= {minimum}")
+        raise InvalidInput(field, f"must be an integer >= {minimum}")
     if value > 2**31 - 1:
-        raise InvalidArgument(field, "out of range")
+        raise InvalidInput(field, "out of range")
     return value
 
 
 def check_reference(value: object, field: str = "reference") -> str:
     if not isinstance(value, str) or not _REFERENCE.fullmatch(value):
-        raise InvalidArgument(
+        raise InvalidInput(
             field, f"1-{rules.MAX_REFERENCE_LENGTH} printable characters without spaces"
         )
     return value
@@ -154,7 +112,7 @@ def check_reference(value: object, field: str = "reference") -> str:
 
 def check_reason(value: object, field: str = "reason") -> str:
     if not isinstance(value, str) or not value.strip():
-        raise InvalidArgument(field, "an operator's reason is required")
+        raise InvalidInput(field, "an operator's reason is required")
     return sanitize_error_message(value.strip(), limit=rules.MAX_REASON_LENGTH)
 
 
@@ -273,7 +231,7 @@ def check_json_object(value: object, field: str, *, optional: bool) -> str | Non
             return None
         value = {}
     if not isinstance(value, Mapping):
-        raise InvalidJsonObject(field, "must be a JSON object (a dict)")
+        raise InvalidInput(field, "must be a JSON object (a dict)")
     secret = find_secret(value, field)
     if secret:
         raise SecretInInput(
@@ -285,12 +243,12 @@ def check_json_object(value: object, field: str, *, optional: bool) -> str | Non
         _check_finite(value, field)
         text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise InvalidJsonObject(field, f"not JSON-serialisable: {exc}") from None
+        raise InvalidInput(field, f"not JSON-serialisable: {exc}") from None
     if "\\u0000" in text:
-        raise InvalidJsonObject(field, "contains a NUL character, which PostgreSQL rejects")
+        raise InvalidInput(field, "contains a NUL character, which PostgreSQL rejects")
     rendered = json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
     if len(rendered.encode()) > rules.MAX_CALLER_JSON_BYTES:
-        raise InvalidJsonObject(field, f"larger than {rules.MAX_CALLER_JSON_BYTES} bytes as JSON")
+        raise InvalidInput(field, f"larger than {rules.MAX_CALLER_JSON_BYTES} bytes as JSON")
     return text
 
 
@@ -374,11 +332,11 @@ def error_code_and_message(error: object, field: str = "error") -> tuple[str, st
     ):
         code, text = error
         if len(code) > MAX_ERROR_CODE_LENGTH or not _ERROR_CODE.fullmatch(code):
-            raise InvalidArgument(
+            raise InvalidInput(
                 f"{field}.code", f"1-{MAX_ERROR_CODE_LENGTH} characters of A-Z a-z 0-9 _ . : -"
             )
         return code, sanitize_error_message(text)
-    raise InvalidArgument(field, "an exception or a (code, message) pair of strings")
+    raise InvalidInput(field, "an exception or a (code, message) pair of strings")
 
 
 def smtp_retryable(error: BaseException) -> bool:

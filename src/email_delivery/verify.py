@@ -31,6 +31,7 @@ from sqlalchemy import Connection, text
 
 from email_delivery import autogen, catalog
 from email_delivery.base import SCHEMA, Base
+from email_delivery.errors import NotMigrated
 from email_delivery.migrate import alembic_config
 
 _PRIVILEGE_NAMES = {
@@ -43,10 +44,6 @@ _PRIVILEGE_NAMES = {
     "TRIGGER",
     "MAINTAIN",
 }
-
-
-class NotMigrated(RuntimeError):
-    """Schema ``email`` or its Alembic version table is missing."""
 
 
 def head_revision() -> str:

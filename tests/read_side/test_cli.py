@@ -13,7 +13,8 @@ import asyncpg
 import pytest
 
 from email_delivery import verify
-from email_delivery.cli import main, parse_duration
+from email_delivery.cli import main
+from email_delivery.cli.common import parse_duration
 from tests.cluster import NOBODY_LOGIN, WORKER_LOGIN, Cluster
 from tests.read_side.seed import ADA, D, M, Row, seed
 

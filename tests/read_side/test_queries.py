@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from email_delivery import queries
+from email_delivery.errors import InvalidInput
 from email_delivery.urls import sync_url
 from tests.cluster import Cluster
 from tests.read_side.seed import ADA, I2_EVENTS, ROWS, STATS_24H, seed
@@ -203,7 +204,7 @@ def test_bad_arguments_raise_typed_errors_naming_the_field() -> None:
         (lambda: queries.Cursor.decode("not-a-cursor"), "cursor"),
     ]
     for build, field in cases:
-        with pytest.raises(queries.InvalidQueryArgument) as info:
+        with pytest.raises(InvalidInput) as info:
             build()
         assert info.value.field == field
         assert isinstance(info.value, ValueError)

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from email_delivery import catalog, retention, rules
+from email_delivery.errors import InvalidInput, PermissionDenied
 from tests.cluster import DASHBOARD_LOGIN, NOBODY_LOGIN, WORKER_LOGIN, Cluster
 from tests.read_side.seed import ADA, BOB, D, Row, seed
 
@@ -196,13 +197,13 @@ async def test_scrub_blanks_details_but_keeps_status_and_timestamps(
 
 
 async def test_bad_windows_are_rejected_before_any_write(retained: AsyncEngine) -> None:
-    with pytest.raises(retention.InvalidRetentionWindow) as info:
+    with pytest.raises(InvalidInput) as info:
         await retention.prune(retained, older_than=90 * D, keep_failed_for=30 * D)
     assert info.value.field == "keep_failed_for"
-    with pytest.raises(retention.InvalidRetentionWindow) as info:
+    with pytest.raises(InvalidInput) as info:
         await retention.prune(retained, older_than=timedelta(0), keep_failed_for=D)
     assert info.value.field == "older_than"
-    with pytest.raises(retention.InvalidRetentionWindow) as info:
+    with pytest.raises(InvalidInput) as info:
         await retention.prune(retained, older_than=D, keep_failed_for=D, batch_size=0)
     assert info.value.field == "batch_size"
 
@@ -213,7 +214,7 @@ async def test_pruning_is_refused_to_everyone_but_the_owner(
     for login in (WORKER_LOGIN, DASHBOARD_LOGIN):
         engine = create_async_engine(cluster.url(database, login), poolclass=NullPool)
         try:
-            with pytest.raises(Exception, match="permission denied"):
+            with pytest.raises(PermissionDenied, match="permission denied"):
                 await retention.prune(engine, older_than=90 * D, keep_failed_for=365 * D)
         finally:
             await engine.dispose()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from email_delivery.engine import pooler_for
-from email_delivery.urls import DatabaseUrlError, async_url
+from email_delivery.errors import DatabaseUrlError
+from email_delivery.urls import async_url
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ import pytest
 
 from email_delivery import rules
 from email_delivery import validation as v
+from email_delivery.errors import InvalidInput, SecretInInput
 from email_delivery.models import DeliveryStatus as S
 from email_delivery.rules import TRANSITIONS, is_allowed
 
@@ -70,10 +71,10 @@ SECRET_SAMPLES: list[tuple[dict[str, object], str]] = [
 
 @pytest.mark.parametrize(("metadata", "path"), SECRET_SAMPLES)
 def test_secret_keys_rejected_with_path(metadata: dict[str, object], path: str) -> None:
-    with pytest.raises(v.SecretInInput) as caught:
+    with pytest.raises(SecretInInput) as caught:
         v.check_json_object(metadata, "metadata", optional=False)
     assert caught.value.field == path
-    assert isinstance(caught.value, v.DeliveryInputError)
+    assert isinstance(caught.value, InvalidInput)
     assert isinstance(caught.value, ValueError)
 
 
@@ -97,27 +98,27 @@ def test_json_size_measured_like_the_database() -> None:
     # The caller's share of the 16 KiB is exact to the byte.
     fits = {"k": "é" * ((rules.MAX_CALLER_JSON_BYTES - len('{"k": ""}')) // 2)}
     assert v.check_json_object(fits, "metadata", optional=False)
-    with pytest.raises(v.InvalidJsonObject) as caught:
+    with pytest.raises(InvalidInput) as caught:
         v.check_json_object({"k": fits["k"] + "é"}, "metadata", optional=False)
     assert caught.value.field == "metadata"
 
 
 @pytest.mark.parametrize("bad", [[1, 2], "text", {"x": float("nan")}, {1: "int key"}])
 def test_non_objects_rejected(bad: object) -> None:
-    with pytest.raises(v.InvalidJsonObject):
+    with pytest.raises(InvalidInput):
         v.check_json_object(bad, "payload", optional=True)
 
 
 def test_recipient_normalisation_and_rejections() -> None:
     assert v.normalize_recipient("  Ada@Example.COM\n") == "ada@example.com"
     for bad in ["ada", "a@b@c", "a b@c.d", "@x.io", "x@", "", 42]:
-        with pytest.raises(v.InvalidRecipient) as caught:
+        with pytest.raises(InvalidInput) as caught:
             v.normalize_recipient(bad)
         assert caught.value.field == "recipient"
 
 
 def test_naive_datetime_rejected() -> None:
-    with pytest.raises(v.InvalidTimestamp) as caught:
+    with pytest.raises(InvalidInput) as caught:
         v.check_aware(datetime(2026, 1, 1), "queued_at")
     assert caught.value.field == "queued_at"
     assert v.check_aware(datetime(2026, 1, 1, tzinfo=UTC), "queued_at")
@@ -139,7 +140,7 @@ def test_smtp_exceptions_map_to_codes() -> None:
 
 @pytest.mark.parametrize("bad", [("x" * 65, "m"), ("has space", "m"), ("", "m"), ("a",), 42])
 def test_bad_error_pairs_rejected(bad: object) -> None:
-    with pytest.raises(v.InvalidArgument) as caught:
+    with pytest.raises(InvalidInput) as caught:
         v.error_code_and_message(bad)
     assert caught.value.field.startswith("error")
 
