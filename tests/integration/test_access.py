@@ -17,10 +17,8 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from tests.cluster import DASHBOARD_LOGIN, NOBODY_LOGIN, OWNER, WORKER_LOGIN, Cluster
-from tests.integration._sql import connect, insert_delivery, module_database
-
-__all__ = ["module_database"]
+from tests.support.cluster import DASHBOARD_LOGIN, NOBODY_LOGIN, OWNER, WORKER_LOGIN, Cluster
+from tests.support.db import connect, insert_delivery
 
 TABLES = ("deliveries", "delivery_events")
 COMMANDS = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE")

@@ -10,9 +10,7 @@ import asyncpg
 import pytest
 
 from email_delivery.models import DeliveryStatus
-from tests.integration._sql import connect, events, insert_delivery, module_database, owner_tx
-
-__all__ = ["module_database", "owner_tx"]
+from tests.support.db import connect, events, insert_delivery
 
 TS = "timestamp with time zone"
 STATUS = "email.delivery_status"

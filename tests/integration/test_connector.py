@@ -19,7 +19,7 @@ from sqlalchemy.util import greenlet_spawn
 
 from email_delivery import DatabaseUnavailable, InvalidInput, make_engine
 from email_delivery.connector import Connector
-from tests.cluster import WORKER_LOGIN, Cluster
+from tests.support.cluster import WORKER_LOGIN, Cluster
 
 LOCK = 4242
 BLOCKED = "SELECT pg_backend_pid() AS pid, pg_advisory_xact_lock(4242)::text"

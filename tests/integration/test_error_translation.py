@@ -28,7 +28,7 @@ from email_delivery import (
 )
 from email_delivery.connector import Connector
 from email_delivery.errors import translate_errors
-from tests.cluster import NOBODY_LOGIN, OWNER, WORKER_LOGIN, Cluster
+from tests.support.cluster import NOBODY_LOGIN, OWNER, WORKER_LOGIN, Cluster
 
 D = timedelta(days=1)
 

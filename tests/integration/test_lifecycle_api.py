@@ -28,8 +28,8 @@ from email_delivery import (
     make_engine,
 )
 from email_delivery.rules import MAX_CALLER_JSON_BYTES
-from tests.cluster import DASHBOARD_LOGIN, WORKER_LOGIN, Cluster
-from tests.lifecycle_support import events, expire_claim
+from tests.support.cluster import DASHBOARD_LOGIN, WORKER_LOGIN, Cluster
+from tests.support.db import events, expire_claim
 from tests.unit.test_lifecycle_rules import HARMLESS_SAMPLES, SECRET_SAMPLES
 
 S = DeliveryStatus

@@ -13,9 +13,9 @@ import pytest
 
 from email_delivery import DeliveryStatus, DeliveryTracker, make_engine
 from email_delivery.rules import is_allowed
-from tests.cluster import WORKER_LOGIN, Cluster
-from tests.lifecycle_support import PgBouncer, start_pgbouncer
-from tests.provisioning import Server
+from tests.support.cluster import WORKER_LOGIN, Cluster
+from tests.support.pgbouncer import PgBouncer, start_pgbouncer
+from tests.support.provisioning import Server
 
 DELIVERIES = 500
 WORKERS = 32

@@ -9,8 +9,8 @@ import asyncpg
 import pytest
 
 from email_delivery import DatabaseUnavailable, DeliveryStatus, DeliveryTracker
-from tests.cluster import WORKER_LOGIN, Cluster
-from tests.lifecycle_support import events, expire_claim
+from tests.support.cluster import WORKER_LOGIN, Cluster
+from tests.support.db import events, expire_claim
 
 LEASE = timedelta(minutes=5)
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from email_delivery import DeliveryConflict, DeliveryNotFound, DeliveryTracker
 from email_delivery.validation import next_status_after_failure
-from tests.lifecycle_support import expire_claim
+from tests.support.db import expire_claim
 
 LEASE = timedelta(minutes=5)
 ACTIVE = ("queued", "in_progress", "retrying")

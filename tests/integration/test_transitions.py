@@ -10,9 +10,7 @@ import pytest
 from email_delivery.errors import IllegalTransition
 from email_delivery.models import DeliveryStatus as S
 from email_delivery.rules import TRANSITIONS, is_allowed
-from tests.integration._sql import events, insert_delivery, module_database, owner_tx
-
-__all__ = ["module_database", "owner_tx"]
+from tests.support.db import events, insert_delivery
 
 PAIRS = list(itertools.product(S, S))
 

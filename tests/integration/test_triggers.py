@@ -10,13 +10,12 @@ import pytest
 
 from email_delivery.errors import AttemptsDecreased, IllegalTransition
 from email_delivery.rules import EVENT_PAYLOAD_SETTING
-from tests.cluster import Cluster
-from tests.integration._sql import connect, events, insert_delivery, module_database, owner_tx
+from tests.support.cluster import Cluster
+from tests.support.db import connect, events, insert_delivery
 
 ILLEGAL_TRANSITION_SQLSTATE = IllegalTransition.sqlstate
 ATTEMPTS_DECREASED_SQLSTATE = AttemptsDecreased.sqlstate
 
-__all__ = ["module_database", "owner_tx"]
 
 LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)
 

@@ -23,10 +23,10 @@ import pytest
 
 from email_delivery import catalog, revision, sql
 from email_delivery.migrate import script_location
-from tests.cluster import Cluster
-from tests.integration._sql import connect
 from tests.migrations import record_history
-from tests.migrations.fingerprint import Fingerprint, fingerprint
+from tests.support.cluster import Cluster
+from tests.support.db import connect
+from tests.support.fingerprint import Fingerprint, fingerprint
 
 WRITE_THE_REVISION = (
     "the head definitions (models, email_delivery/sql, catalog grants) differ from what the "

@@ -36,9 +36,9 @@ from email_delivery.base import SCHEMA, Base
 from email_delivery.migration_ops import create_group_role_sql, drop_group_role_sql
 from email_delivery.models import DeliveryStatus
 from email_delivery.urls import sync_url
-from tests.cluster import NOBODY_LOGIN, Cluster, alembic_config
-from tests.integration._sql import connect
-from tests.migrations.fingerprint import fingerprint, public_objects
+from tests.support.cluster import NOBODY_LOGIN, Cluster, alembic_config
+from tests.support.db import connect
+from tests.support.fingerprint import fingerprint, public_objects
 
 OWN_ROLES = set(catalog.ROLES)
 REPO = Path(__file__).resolve().parents[2]

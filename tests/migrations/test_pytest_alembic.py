@@ -20,8 +20,8 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.pool import NullPool
 
 from email_delivery.urls import sync_url
-from tests.cluster import Cluster
-from tests.cluster import alembic_config as project_alembic_config
+from tests.support.cluster import Cluster
+from tests.support.cluster import alembic_config as project_alembic_config
 
 __all__ = [
     "test_model_definitions_match_ddl",

@@ -15,8 +15,8 @@ import pytest
 from email_delivery import verify
 from email_delivery.cli import main
 from email_delivery.cli.common import parse_duration
-from tests.cluster import NOBODY_LOGIN, WORKER_LOGIN, Cluster
-from tests.read_side.seed import ADA, D, M, Row, seed
+from tests.support.cluster import NOBODY_LOGIN, WORKER_LOGIN, Cluster
+from tests.support.seed import ADA, D, M, Row, seed
 
 Run = tuple[int, str, str]
 

@@ -12,7 +12,7 @@ from typing import TextIO
 import pytest
 
 from email_delivery.cli import deliveries, main
-from tests.cluster import Cluster
+from tests.support.cluster import Cluster
 
 
 def _one_error_line(err: str) -> str:

@@ -1,6 +1,7 @@
-"""Fixtures and helpers of the lifecycle tests: trackers as the worker login, PgBouncer.
+"""PgBouncer in transaction mode in front of the test server, as Supavisor runs on port 6543.
 
-Loaded as a plugin by ``tests/conftest.py``, so its fixtures are available to every test.
+Installed with apt when this runs as root on Debian/Ubuntu and it is missing; otherwise the
+tests that need it skip, naming the package.
 """
 
 from __future__ import annotations
@@ -13,74 +14,16 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
 import pytest
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from email_delivery import DeliveryTracker, make_engine
-from tests.cluster import DASHBOARD_LOGIN, NOBODY_LOGIN, OWNER, WORKER_LOGIN, Cluster
-from tests.provisioning import Server
+from tests.support.cluster import DASHBOARD_LOGIN, NOBODY_LOGIN, OWNER, WORKER_LOGIN
+from tests.support.provisioning import Server
 
-
-@pytest.fixture
-async def worker_engine(cluster: Cluster, database: str) -> AsyncIterator[AsyncEngine]:
-    """The worker login (member of email_writer only) on a fresh database at head."""
-    engine = make_engine(cluster.url(database, WORKER_LOGIN), pool_size=8, max_overflow=0)
-    yield engine
-    await engine.dispose()
-
-
-@pytest.fixture
-async def worker_tracker(worker_engine: AsyncEngine) -> AsyncIterator[DeliveryTracker]:
-    async with DeliveryTracker(worker_engine) as tracker:
-        yield tracker
-
-
-@pytest.fixture
-async def operator_tracker(cluster: Cluster, database: str) -> AsyncIterator[DeliveryTracker]:
-    """The schema owner: the one login allowed to requeue."""
-    engine = make_engine(cluster.url(database, OWNER), pool_size=2, max_overflow=0)
-    async with DeliveryTracker(engine) as tracker:
-        yield tracker
-    await engine.dispose()
-
-
-@pytest.fixture
-async def owner_conn(cluster: Cluster, database: str) -> AsyncIterator[asyncpg.Connection]:
-    """A plain asyncpg connection as the owner, for arranging and asserting."""
-    conn = await asyncpg.connect(cluster.dsn(database))
-    yield conn
-    await conn.close()
-
-
-async def events(conn: asyncpg.Connection, delivery_id: str) -> list[asyncpg.Record]:
-    """The delivery's events, but those of ``expire_claim``: moving a claim's stamp into the
-    past stands in for time passing, and the owner's edit is audited like any other."""
-    return await conn.fetch(
-        "SELECT status::text, attempt, error_code, error_message, payload::text "
-        "FROM email.delivery_events WHERE delivery_id = $1 "
-        "AND changed_columns IS DISTINCT FROM ARRAY['last_attempted_at'] ORDER BY id",
-        delivery_id,
-    )
-
-
-async def expire_claim(conn: asyncpg.Connection, delivery_id: str, age: str) -> None:
-    """Move the claim's stamp into the past (the database clock decides leases)."""
-    await conn.execute(
-        "UPDATE email.deliveries SET last_attempted_at = now() - $2::text::interval "
-        "WHERE delivery_id = $1",
-        delivery_id,
-        age,
-    )
-
-
-# ---------------------------------------------------------------------------------------
-# PgBouncer in transaction mode in front of the test server
 # ---------------------------------------------------------------------------------------
 
 

@@ -22,7 +22,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
 
 from email_delivery.urls import sync_url
-from tests.provisioning import Server
+from tests.support.provisioning import Server
 
 OWNER = "email_test_owner"
 """The migration owner: NOSUPERUSER CREATEROLE CREATEDB, like Supabase's ``postgres``."""

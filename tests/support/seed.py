@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from tests.cluster import Cluster
+from tests.support.cluster import Cluster
 
 M = timedelta(minutes=1)
 H = timedelta(hours=1)

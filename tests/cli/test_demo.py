@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from email_delivery import demo
-from tests.cluster import Cluster
+from tests.support.cluster import Cluster
 
 
 async def test_demo_finishes_every_delivery_and_sends_none_twice(

@@ -16,8 +16,8 @@ from sqlalchemy.pool import NullPool
 from email_delivery import queries
 from email_delivery.errors import InvalidInput
 from email_delivery.urls import sync_url
-from tests.cluster import Cluster
-from tests.read_side.seed import ADA, I2_EVENTS, ROWS, STATS_24H, seed
+from tests.support.cluster import Cluster
+from tests.support.seed import ADA, I2_EVENTS, ROWS, STATS_24H, seed
 
 
 class Engines:

@@ -14,8 +14,8 @@ from sqlalchemy.pool import NullPool
 
 from email_delivery import catalog, retention, rules
 from email_delivery.errors import InvalidInput, PermissionDenied
-from tests.cluster import DASHBOARD_LOGIN, NOBODY_LOGIN, WORKER_LOGIN, Cluster
-from tests.read_side.seed import ADA, BOB, D, Row, seed
+from tests.support.cluster import DASHBOARD_LOGIN, NOBODY_LOGIN, WORKER_LOGIN, Cluster
+from tests.support.seed import ADA, BOB, D, Row, seed
 
 # Each status at 10 d, 100 d and 400 d; sent keeps 90 d, failed/dead_letter 365 d.
 AGES = {"young": 10 * D, "old": 100 * D, "ancient": 400 * D}

@@ -1,0 +1,55 @@
+"""The one set of helpers the tests share to look at and arrange the database directly."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+from tests.support.cluster import OWNER, Cluster
+
+
+@asynccontextmanager
+async def connect(
+    cluster: Cluster, db: str, user: str = OWNER
+) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(cluster.dsn(db, user))
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def insert_delivery(conn: asyncpg.Connection, delivery_id: str, **columns: Any) -> None:
+    """Insert one delivery with valid defaults; ``columns`` override them (jsonb as text)."""
+    values = {"workflow": "welcome", "recipient": "user@example.com", **columns}
+    names = ", ".join(["delivery_id", *values])
+    params = ", ".join(f"${i}" for i in range(1, len(values) + 2))
+    await conn.execute(
+        f"INSERT INTO email.deliveries ({names}) VALUES ({params})", delivery_id, *values.values()
+    )
+
+
+async def events(conn: asyncpg.Connection, delivery_id: str) -> list[asyncpg.Record]:
+    """The delivery's events, oldest first: status, attempt, error code and message, payload
+    (as JSON text). Left out: the events of ``expire_claim``, whose owner's edit of the claim's
+    stamp stands in for time passing (and is audited like any other edit)."""
+    return await conn.fetch(
+        "SELECT status::text, attempt, error_code, error_message, payload::text "
+        "FROM email.delivery_events WHERE delivery_id = $1 "
+        "AND changed_columns IS DISTINCT FROM ARRAY['last_attempted_at'] ORDER BY id",
+        delivery_id,
+    )
+
+
+async def expire_claim(conn: asyncpg.Connection, delivery_id: str, age: str) -> None:
+    """Move the claim's stamp into the past (the database clock decides leases); ``conn`` is
+    the owner's, the one login that may edit a row by hand."""
+    await conn.execute(
+        "UPDATE email.deliveries SET last_attempted_at = now() - $2::text::interval "
+        "WHERE delivery_id = $1",
+        delivery_id,
+        age,
+    )
