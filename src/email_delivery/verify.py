@@ -199,8 +199,105 @@ def catalog_problems(conn: Connection) -> list[str]:
         elif "security_invoker=true" not in options:
             problems.append(f"view email.{view.name} lacks security_invoker = true")
 
+    problems += function_problems(conn)
+    problems += column_grant_problems(conn)
+    problems += role_setting_problems(conn)
     problems += public_problems(conn)
     return problems
+
+
+_SAFE_SEARCH_PATH = "search_path=pg_catalog, pg_temp"
+
+
+def function_problems(conn: Connection) -> list[str]:
+    """Every function of ours belongs to the schema owner, runs with ``search_path =
+    pg_catalog, pg_temp``, and runs as its owner (SECURITY DEFINER) exactly when the head
+    says so: a definer function owned by anyone else would run as them."""
+    definers = {
+        obj.identity
+        for obj in catalog.head().of_kind("function")
+        if "SECURITY DEFINER" in obj.definition.upper()
+    }
+    rows = conn.execute(
+        text(
+            """
+            SELECT p.proname || '(' || pg_catalog.pg_get_function_identity_arguments(p.oid) || ')',
+                   pg_catalog.pg_get_userbyid(p.proowner),
+                   pg_catalog.pg_get_userbyid(c.relowner),
+                   p.prosecdef, coalesce(p.proconfig, '{}')
+            FROM pg_catalog.pg_proc p
+            CROSS JOIN pg_catalog.pg_class c
+            WHERE p.pronamespace = 'email'::regnamespace
+              AND c.oid = to_regclass('email.deliveries')
+            """
+        )
+    ).all()
+    problems = []
+    for signature, owner, schema_owner, definer, config in rows:
+        if owner != schema_owner:
+            problems.append(
+                f"function email.{signature} is owned by {owner}, not the schema owner "
+                f"{schema_owner}"
+            )
+        if _SAFE_SEARCH_PATH not in config:
+            problems.append(f"function email.{signature} lacks SET {_SAFE_SEARCH_PATH}")
+        if definer and signature not in definers:
+            problems.append(f"function email.{signature} runs as its owner (SECURITY DEFINER)")
+        if not definer and signature in definers:
+            problems.append(f"function email.{signature} should be SECURITY DEFINER")
+    return problems
+
+
+def column_grant_problems(conn: Connection) -> list[str]:
+    """Column privileges: none are designed (table grants say it all), so any is a problem."""
+    rows = conn.execute(
+        text(
+            f"""
+            SELECT c.relname, att.attname, {_GRANTEE}, a.privilege_type
+            FROM pg_catalog.pg_attribute att
+            JOIN pg_catalog.pg_class c ON c.oid = att.attrelid
+            CROSS JOIN LATERAL aclexplode(att.attacl) a
+            WHERE c.relnamespace = 'email'::regnamespace AND att.attacl IS NOT NULL
+            ORDER BY 1, 2, 3, 4
+            """
+        )
+    ).all()
+    return [
+        f"unexpected grant: {privilege} ({column}) on table email.{table} to {grantee}"
+        for table, column, grantee, privilege in rows
+    ]
+
+
+_BREAKING_SETTINGS = ("default_transaction_read_only=on", "default_transaction_read_only=true")
+
+
+def role_setting_problems(conn: Connection) -> list[str]:
+    """A role default that stops every new connection of a login in our groups (a leaked
+    worker login may set its own: docs/security.md, residual risks)."""
+    rows = conn.execute(
+        text(
+            """
+            SELECT DISTINCT m.rolname, s.setting
+            FROM pg_catalog.pg_auth_members am
+            JOIN pg_catalog.pg_roles g ON g.oid = am.roleid
+            JOIN pg_catalog.pg_roles m ON m.oid = am.member
+            JOIN pg_catalog.pg_db_role_setting d
+              ON d.setrole = m.oid
+             AND d.setdatabase IN (0, (SELECT oid FROM pg_catalog.pg_database
+                                       WHERE datname = current_database()))
+            CROSS JOIN LATERAL unnest(d.setconfig) AS s(setting)
+            WHERE g.rolname = ANY(:roles)
+            ORDER BY 1, 2
+            """
+        ),
+        {"roles": list(catalog.ROLES)},
+    ).all()
+    return [
+        f"login {login} has a default that breaks its connections: ALTER ROLE {login} SET "
+        f"{setting.replace('=', ' = ', 1)} (RESET it)"
+        for login, setting in rows
+        if setting.lower() in _BREAKING_SETTINGS
+    ]
 
 
 def _our_names() -> tuple[set[str], set[str], set[str]]:

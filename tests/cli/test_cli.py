@@ -11,11 +11,12 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from sqlalchemy.engine import make_url
 
 from email_delivery import verify
 from email_delivery.cli import main
 from email_delivery.cli.common import parse_duration
-from tests.support.cluster import NOBODY_LOGIN, WORKER_LOGIN, Cluster
+from tests.support.cluster import NOBODY_LOGIN, OWNER, WORKER_LOGIN, Cluster
 from tests.support.seed import ADA, D, M, Row, seed
 
 Run = tuple[int, str, str]
@@ -382,3 +383,47 @@ async def test_verify_names_view_function_grant_and_type_drift(
     for fragment in expected:
         assert sum(fragment in line for line in lines) == 1, (fragment, out)
     assert len(lines) == len(expected), out
+
+
+async def test_verify_names_the_holes_of_a_weakened_security_design(
+    cli, cluster: Cluster, database: str
+) -> None:
+    """What revision 0005 closed, reopened by hand, is reported one line each."""
+    owner = await asyncpg.connect(cluster.dsn(database))
+    superuser = await asyncpg.connect(
+        cluster.dsn(database, make_url(cluster.server.admin_url).username or "postgres")
+    )
+    try:
+        await owner.execute("GRANT INSERT ON email.delivery_events TO email_writer")
+        await owner.execute("GRANT UPDATE (recipient) ON email.deliveries TO email_writer")
+        await owner.execute("ALTER FUNCTION email.guard_delivery() SECURITY DEFINER")
+        await owner.execute("ALTER FUNCTION email.claim_delivery(text, interval) RESET ALL")
+        await superuser.execute("CREATE ROLE ed_verify_other NOLOGIN")
+        await superuser.execute(
+            "ALTER FUNCTION email.mark_delivery_sent(text, integer, jsonb) OWNER TO ed_verify_other"
+        )
+        await superuser.execute(
+            f'ALTER ROLE {WORKER_LOGIN} IN DATABASE "{database}" '
+            "SET default_transaction_read_only = on"
+        )
+        code, out, _ = cli(database, "verify")
+    finally:
+        await superuser.execute(
+            f"ALTER FUNCTION email.mark_delivery_sent(text, integer, jsonb) OWNER TO {OWNER}"
+        )
+        await superuser.execute("DROP ROLE ed_verify_other")
+        await superuser.execute(f'ALTER ROLE {WORKER_LOGIN} IN DATABASE "{database}" RESET ALL')
+        await owner.close()
+        await superuser.close()
+    assert code == 1
+    for fragment in (
+        "unexpected grant: INSERT on table/view email.delivery_events to email_writer",
+        "unexpected grant: UPDATE (recipient) on table email.deliveries to email_writer",
+        "function email.guard_delivery() runs as its owner (SECURITY DEFINER)",
+        "function email.claim_delivery(p_delivery_id text, p_lease interval) lacks SET "
+        "search_path=pg_catalog, pg_temp",
+        "function email.mark_delivery_sent(p_delivery_id text, p_attempt integer, "
+        "p_payload jsonb) is owned by ed_verify_other",
+        f"login {WORKER_LOGIN} has a default that breaks its connections",
+    ):
+        assert sum(fragment in line for line in out.splitlines()) == 1, (fragment, out)

@@ -15,9 +15,9 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.cluster import DASHBOARD_LOGIN, NOBODY_LOGIN, OWNER, WORKER_LOGIN, Cluster
-from tests.lifecycle_support import PgBouncer, start_pgbouncer
-from tests.provisioning import Server
+from tests.support.cluster import DASHBOARD_LOGIN, NOBODY_LOGIN, OWNER, WORKER_LOGIN, Cluster
+from tests.support.pgbouncer import PgBouncer, start_pgbouncer
+from tests.support.provisioning import Server
 
 
 @pytest.fixture

@@ -96,6 +96,10 @@ TINY_LEASE = {
 }
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="the lease is still the caller's argument: issue 10 stores it with the claim (W27)",
+)
 @pytest.mark.parametrize("call", TINY_LEASE)
 async def test_writer_cannot_take_over_a_live_claim_with_a_tiny_lease(
     owner: asyncpg.Connection, worker: asyncpg.Connection, call: str
@@ -107,3 +111,48 @@ async def test_writer_cannot_take_over_a_live_claim_with_a_tiny_lease(
     rows, error = await attempt_fetch(worker, TINY_LEASE[call])
     assert not any(r["changed"] for r in rows or []), "a live claim was taken over"
     await assert_nothing_changed(owner, before, error)
+
+
+TEMPORARY_IMPOSTORS = {
+    # A temporary table's row type takes a built-in type's name; the writer owns it, so it
+    # may create a cast to it whose function would run as whoever casts: inside a SECURITY
+    # DEFINER function, the schema owner.
+    "type-and-cast": [
+        "CREATE TEMP TABLE hijacked (who text)",
+        "CREATE TEMP TABLE text (x int)",
+        "CREATE FUNCTION pg_temp.hijack(jsonb) RETURNS pg_temp.text LANGUAGE plpgsql AS "
+        "$$ BEGIN INSERT INTO pg_temp.hijacked VALUES (current_user); RETURN NULL; END $$",
+        "CREATE CAST (jsonb AS pg_temp.text) WITH FUNCTION pg_temp.hijack(jsonb)",
+    ],
+    # Tables named like ours, in the writer's temporary schema.
+    "tables": [
+        "CREATE TEMP TABLE hijacked (who text)",
+        "CREATE TEMP TABLE deliveries (LIKE email.deliveries)",
+        "CREATE TEMP TABLE delivery_events (LIKE email.delivery_events)",
+        "CREATE TEMP TABLE jsonb (x int)",
+    ],
+}
+
+
+@pytest.mark.parametrize("impostor", TEMPORARY_IMPOSTORS)
+async def test_writer_cannot_stand_in_for_a_type_or_table_inside_the_owners_functions(
+    owner: asyncpg.Connection, worker: asyncpg.Connection, impostor: str
+) -> None:
+    """Every function runs with search_path = pg_catalog, pg_temp: pg_temp last, so a
+    temporary object of the caller never replaces a built-in type or one of our tables
+    while a lifecycle function runs as the owner (with search_path = '' it is looked up
+    first)."""
+    await arrange(worker, "d1", "in_progress")
+    for statement in TEMPORARY_IMPOSTORS[impostor]:
+        await worker.execute(statement)
+    # Untyped literals: the calls themselves do not name an impostor.
+    await worker.execute(
+        "SELECT FROM email.mark_delivery_failed('d1', 1, 'SMTP_421', 'busy', true, 5, "
+        '\'{"smtp": "421"}\')'
+    )
+    await worker.execute("SELECT FROM email.mark_delivery_sent('d1', 1, '{\"smtp\": \"250\"}')")
+    assert await worker.fetchval("SELECT count(*) FROM pg_temp.hijacked") == 0
+    assert await owner.fetchval(
+        "SELECT array_agg(status::text ORDER BY id) FROM email.delivery_events "
+        "WHERE delivery_id = 'd1'"
+    ) == ["queued", "in_progress", "retrying", "sent"]

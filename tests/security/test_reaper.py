@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from tests.cluster import WORKER_LOGIN, Cluster
 from tests.security._attack import arrange, attempt, attempt_fetch, time_travel
+from tests.support.cluster import WORKER_LOGIN, Cluster
 
 REAP = (
     "SELECT delivery_id, status::text FROM email.reap_stale_deliveries($1::text::interval, 5, 1000)"
@@ -65,21 +65,31 @@ async def test_a_row_the_writer_holds_locked_cannot_stall_the_reaper(
     cluster: Cluster,
     database: str,
 ) -> None:
-    """``FOR UPDATE SKIP LOCKED``: an open transaction holding one stale row blocks only
-    that row (holds today; a regression guard)."""
+    """The writer cannot lock a row at all (row locks need UPDATE, which it no longer
+    holds); a lock someone else holds, say a long owner transaction, blocks only that row:
+    ``FOR UPDATE SKIP LOCKED``."""
     await arrange(worker, "clean", "in_progress")
     await arrange(worker, "held", "in_progress")
     await time_travel(superuser, EXPIRE)
     attacker = await asyncpg.connect(cluster.dsn(database, WORKER_LOGIN))
     try:
-        async with attacker.transaction():
-            await attacker.execute(
+        for lock in ("FOR UPDATE", "FOR NO KEY UPDATE", "FOR SHARE", "FOR KEY SHARE"):
+            error = await attempt(
+                attacker, f"SELECT FROM email.deliveries WHERE delivery_id = 'held' {lock}"
+            )
+            assert isinstance(error, asyncpg.InsufficientPrivilegeError), (lock, error)
+    finally:
+        await attacker.close()
+    holder = await asyncpg.connect(cluster.dsn(database))
+    try:
+        async with holder.transaction():
+            await holder.execute(
                 "SELECT FROM email.deliveries WHERE delivery_id = 'held' FOR UPDATE"
             )
             reaped = await worker.fetch(REAP, "5 minutes")
             assert [tuple(r) for r in reaped] == [("clean", "retrying")]
     finally:
-        await attacker.close()
+        await holder.close()
     assert (
         await owner.fetchval("SELECT status::text FROM email.deliveries WHERE delivery_id = 'held'")
         == "in_progress"

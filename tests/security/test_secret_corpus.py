@@ -21,7 +21,7 @@ import asyncpg
 import pytest
 
 from email_delivery import validation
-from tests.cluster import WORKER_LOGIN, Cluster
+from tests.support.cluster import WORKER_LOGIN, Cluster
 
 CORPUS = json.loads((Path(__file__).parent / "secret_corpus.json").read_text(encoding="utf-8"))
 METADATA: list[dict[str, Any]] = CORPUS["metadata"]

@@ -20,10 +20,10 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from tests.cluster import WORKER_LOGIN, Cluster
-from tests.lifecycle_support import PgBouncer
 from tests.security._attack import arrange, attempt, time_travel
 from tests.security.conftest import connect_via
+from tests.support.cluster import WORKER_LOGIN, Cluster
+from tests.support.pgbouncer import PgBouncer
 
 VALUES = {
     "forged-object": '{"forged": true}',
