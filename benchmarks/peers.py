@@ -705,6 +705,7 @@ def print_table(report: dict[str, Any]) -> None:
     header = (
         "variant",
         "package",
+        "seconds",
         "jobs/s",
         "rounds min-max",
         "WAL B/job",
@@ -719,6 +720,7 @@ def print_table(report: dict[str, Any]) -> None:
             (
                 name,
                 f"{package} {version}",
+                f"{r['seconds']:.1f}",
                 f"{r['jobs_per_s']:,.0f}",
                 f"{min(r['jobs_per_s_rounds']):,.0f}-{max(r['jobs_per_s_rounds']):,.0f}",
                 f"{r['wal_bytes_per_job']:,}",
