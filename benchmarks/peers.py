@@ -1,6 +1,6 @@
 """Peers benchmark: one unit of work through this package and through two Postgres job queues.
 
-    .venv/bin/python benchmarks/peers.py [--n 20000] [--tasks 16] [--connections 8] [--rounds 10]
+    .venv/bin/python benchmarks/peers.py [--n 30000] [--tasks 16] [--connections 8] [--rounds 10]
                                          [--variants tracker,raw,pgqueuer,procrastinate]
                                          [--json] [--check]
 
@@ -744,7 +744,7 @@ def print_table(report: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=20_000, help="jobs per variant, all rounds")
+    parser.add_argument("--n", type=int, default=30_000, help="jobs per variant, all rounds")
     parser.add_argument("--tasks", type=int, default=16, help="concurrent tasks")
     parser.add_argument("--connections", type=int, default=8, help="server connections")
     parser.add_argument("--rounds", type=int, default=10, help="alternating rounds")
