@@ -37,7 +37,8 @@ round that did less fails the benchmark). Before each round the variant's tables
 truncated and a ``CHECKPOINT`` runs, so every round starts from empty tables.
 
 Per variant: jobs/s (median over rounds), WAL bytes per job (``pg_current_wal_insert_lsn()``
-before and after the round's work), server CPU µs per job (user + system time of the
+before and after the round's work: the insert position, as the write position may lag what
+was generated), server CPU µs per job (user + system time of the
 postmaster and all its children from ``/proc``, children it has reaped included; "n/a"
 unless the server runs on this machine and its ``data_directory`` is readable), client CPU
 µs per job (``getrusage(RUSAGE_SELF)``: producers and consumers all run in this process).
