@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 
 .PHONY: demo test lint bench clean
 
@@ -13,11 +14,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/python -m email_delivery.demo
 
 test: $(STAMP)
 	$(BIN)/pytest
+
+# The lifecycle benchmark, then the peers (pgqueuer, procrastinate: the bench extra).
+bench: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/lifecycle.py
+	$(BIN)/python benchmarks/peers.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests alembic benchmarks
