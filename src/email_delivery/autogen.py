@@ -14,6 +14,7 @@ from alembic_utils.replaceable_entity import register_entities
 
 from email_delivery import catalog
 from email_delivery.base import SCHEMA, Base
+from email_delivery.models import EVENT_PARTITION_PREFIX
 
 ENTITY_TYPES = catalog.ENTITY_TYPES
 
@@ -26,6 +27,9 @@ def register() -> None:
 def include_name(name: str | None, type_: str, parent_names: dict[str, Any]) -> bool:
     if type_ == "schema":
         return name == SCHEMA
+    if type_ == "table" and name is not None and name.startswith(EVENT_PARTITION_PREFIX):
+        # The audit log's partitions come and go with maintenance; they are not schema.
+        return False
     return parent_names.get("schema_name") == SCHEMA
 
 

@@ -82,6 +82,11 @@ FUNCTION_EXECUTE: dict[str, tuple[str, ...]] = {
     "attached_payloads": (),
     "attempts_since_requeue": (),
     "is_owner_session": (),
+    # The audit log's partitions and purge (revision 0006): the owner's maintenance.
+    "event_partitions": (),
+    "create_event_partitions": (),
+    "drop_expired_event_partitions": (),
+    "purge_delivery_events": (),
 }
 """Every function by name and the roles that may execute it (``()``: nobody but its owner;
 triggers need no EXECUTE, and the lifecycle functions run as the owner)."""
@@ -256,4 +261,10 @@ def head_ddl() -> list[str]:
     statements += [
         f"ALTER TABLE {SCHEMA}.{table} ENABLE ROW LEVEL SECURITY" for table in RLS_TABLES
     ]
+    # The audit log's partitions: the default one, and the ranges from this month on.
+    statements.append(
+        f"CREATE TABLE {SCHEMA}.delivery_events_default PARTITION OF {SCHEMA}.delivery_events "
+        "DEFAULT"
+    )
+    statements.append(f"SELECT {SCHEMA}.create_event_partitions()")
     return statements

@@ -48,6 +48,9 @@ _SCRUB_BATCH = _SQL["scrub_batch"]
 _COUNT = _SQL["count_candidates"]
 _COUNT_EVENTS = _SQL["count_candidate_events"]
 _CAN_DELETE = _SQL["may_delete"]
+_PURGED_EVENTS = _SQL["purged_events"]
+_DROP_PARTITIONS = _SQL["drop_expired_event_partitions"]
+_EXPIRED_PARTITIONS = _SQL["expired_event_partitions"]
 
 _EPOCH = datetime.fromisoformat("0001-01-01T00:00:00+00:00")
 
@@ -64,6 +67,10 @@ class PruneReport:
     batches: int = 0
     longest_statement_s: float = 0.0
     elapsed_s: float = 0.0
+    dropped_partitions: list[str] = field(default_factory=list)
+    """Partitions of the audit log dropped whole (their events went with them)."""
+    dropped_events_estimate: int = 0
+    """The events those partitions held, as the statistics estimated them."""
     expected_deliveries: int | None = None
     """Candidates counted before the run (the progress bar's total); None if not counted."""
     by_status: dict[str, int] = field(default_factory=dict)
@@ -79,6 +86,8 @@ class PruneReport:
             "longest_statement_s": round(self.longest_statement_s, 6),
             "elapsed_s": round(self.elapsed_s, 6),
             "by_status": dict(self.by_status),
+            "dropped_partitions": list(self.dropped_partitions),
+            "dropped_events_estimate": self.dropped_events_estimate,
         }
 
 
@@ -157,10 +166,17 @@ async def prune(
                     (await conn.execute(_COUNT_EVENTS, params)).scalar_one()
                 )
                 report.by_status[status.value] = count
-        await conn.rollback()
+        # Whole partitions first: the events of the deliveries deleted next are then mostly
+        # gone already, and the purge trigger finds next to nothing to delete row by row.
+        partitions = _DROP_PARTITIONS if not dry_run else _EXPIRED_PARTITIONS
+        for name, rows in (await conn.execute(partitions, {"before": moment - older_than})).all():
+            report.dropped_partitions.append(name)
+            report.dropped_events_estimate += int(rows)
         if dry_run:
+            await conn.rollback()
             report.elapsed_s = time.perf_counter() - started
             return report
+        await conn.commit()
         if progress:
             progress(report)
         for status, cutoff in deletions:
@@ -204,11 +220,15 @@ async def _walk(
                 },
             )
         ).one()
+        changed_events = result.events
+        if statement is _PRUNE_BATCH:
+            # The purge trigger deleted the events; it counts them in the transaction.
+            changed_events = int((await conn.execute(_PURGED_EVENTS)).scalar_one())
         await conn.commit()
         report.longest_statement_s = max(report.longest_statement_s, time.perf_counter() - began)
         report.batches += 1
         rows += result.deliveries
-        events += result.events
+        events += changed_events
         if progress:
             snapshot = PruneReport(**{**report.__dict__})
             snapshot.deleted_deliveries += rows if statement is _PRUNE_BATCH else 0

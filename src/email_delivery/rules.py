@@ -67,6 +67,8 @@ def is_allowed(old: S, new: S) -> bool:
 
 EVENT_PAYLOAD_SETTING = "email.event_payload"
 """Transaction-local setting whose JSON object becomes the payload of the next audit event."""
+PURGED_EVENTS_SETTING = "email.purged_events"
+"""Transaction-local count of the events the purge trigger deleted (retention reports it)."""
 DEAD_LETTER_REFERENCE_KEY = "dead_letter_reference"
 """Metadata key holding the dead-letter topic's message id (``mark_delivery_dead_letter``)."""
 REQUEUED_AT_ATTEMPT_KEY = "requeued_at_attempt"
@@ -326,6 +328,7 @@ _RENDERERS: dict[str, Callable[[], str]] = {
     "delivery_columns": lambda: ", ".join(DELIVERY_ROW_COLUMNS),
     "delivery_row_types": _delivery_row_types,
     "event_payload_setting": lambda: _literal(EVENT_PAYLOAD_SETTING),
+    "purged_events_setting": lambda: _literal(PURGED_EVENTS_SETTING),
     "dead_letter_reference_key": lambda: _literal(DEAD_LETTER_REFERENCE_KEY),
     "requeued_at_attempt_key": lambda: _literal(REQUEUED_AT_ATTEMPT_KEY),
     "reserved_metadata_keys": lambda: f"ARRAY[{_quoted(RESERVED_METADATA_KEYS)}]",

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import pytest
 
+from email_delivery import catalog
 from email_delivery.models import DeliveryStatus
+from tests.support.cluster import Cluster
 from tests.support.db import connect, events, insert_delivery
 
 TS = "timestamp with time zone"
@@ -42,6 +45,7 @@ COLUMNS = {
         ("payload", "jsonb", False, None, ""),
         ("created_at", TS, True, "now()", ""),
         ("changed_columns", "text[]", False, None, ""),
+        ("xact_id", "bigint", False, "((pg_current_xact_id())::text)::bigint", ""),
     ],
 }
 
@@ -80,25 +84,27 @@ async def test_status_enum_labels_in_order(owner_tx: asyncpg.Connection) -> None
     assert labels == [s.value for s in DeliveryStatus]
 
 
-async def test_keys_and_cascade(owner_tx: asyncpg.Connection) -> None:
+async def test_keys_and_the_purge_of_a_deliverys_events(owner_tx: asyncpg.Connection) -> None:
+    """The seed's ON DELETE CASCADE, kept by the statement-level purge trigger (revision
+    0006: a foreign key would search every partition of the log per deleted delivery)."""
     keys = await owner_tx.fetch(
         "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
         "WHERE connamespace = 'email'::regnamespace AND contype IN ('p', 'f', 'u') "
-        "AND conrelid <> 'email.alembic_version'::regclass ORDER BY 1"
+        "AND conrelid IN ('email.deliveries'::regclass, 'email.delivery_events'::regclass) "
+        "ORDER BY 1"
     )
     assert [tuple(r) for r in keys] == [
-        (
-            "fk_delivery_events_delivery_id_deliveries",
-            "FOREIGN KEY (delivery_id) REFERENCES email.deliveries(delivery_id) ON DELETE CASCADE",
-        ),
         ("pk_deliveries", "PRIMARY KEY (delivery_id)"),
-        ("pk_delivery_events", "PRIMARY KEY (id)"),
+        ("pk_delivery_events", "PRIMARY KEY (id, created_at)"),
     ]
     await insert_delivery(owner_tx, "cascade-1")
+    await insert_delivery(owner_tx, "cascade-2")
     await owner_tx.execute("UPDATE email.deliveries SET status = 'in_progress'")
     assert len(await events(owner_tx, "cascade-1")) == 2
     await owner_tx.execute("DELETE FROM email.deliveries WHERE delivery_id = 'cascade-1'")
-    assert await owner_tx.fetchval("SELECT count(*) FROM email.delivery_events") == 0
+    assert await owner_tx.fetchval(
+        "SELECT array_agg(DISTINCT delivery_id) FROM email.delivery_events"
+    ) == ["cascade-2"]
 
 
 async def test_required_indexes(owner_tx: asyncpg.Connection) -> None:
@@ -121,9 +127,11 @@ async def test_every_constraint_and_index_is_named_by_the_convention(
         "confrelid::regclass::text, "
         "(SELECT attname FROM pg_attribute WHERE attrelid = conrelid AND attnum = conkey[1]) "
         "FROM pg_constraint WHERE connamespace = 'email'::regnamespace AND contype <> 'n' "
-        "AND conrelid <> 'email.alembic_version'::regclass"
+        "AND conrelid <> 'email.alembic_version'::regclass "
+        # The log's partitions carry their parent's constraints (and the legacy one its own).
+        "AND NOT EXISTS (SELECT FROM pg_inherits WHERE inhrelid = conrelid)"
     )
-    assert len(constraints) >= 15
+    assert len(constraints) >= 14
     for name, kind, table, referred, first_column in constraints:
         table = table.removeprefix("email.")
         expected = {
@@ -137,11 +145,14 @@ async def test_every_constraint_and_index_is_named_by_the_convention(
     indexes = await owner_tx.fetch(
         "SELECT indexname, tablename FROM pg_indexes WHERE schemaname = 'email' "
         "AND indexname NOT IN (SELECT conname FROM pg_constraint) "
-        "AND tablename <> 'alembic_version'"
+        "AND tablename <> 'alembic_version' AND tablename NOT LIKE 'delivery\\_events\\_%'"
     )
     assert indexes
     for name, table in indexes:
         assert name.startswith(f"ix_{table}_"), name
+
+
+LONG_AGO_EVENT = datetime(2020, 1, 1, tzinfo=UTC)
 
 
 def _json(size: int) -> str:
@@ -269,13 +280,47 @@ async def test_event_checks(
     assert raised.value.constraint_name == violated
 
 
-async def test_event_needs_an_existing_delivery(owner_tx: asyncpg.Connection) -> None:
-    with pytest.raises(asyncpg.ForeignKeyViolationError) as raised:
-        await owner_tx.execute(
-            "INSERT INTO email.delivery_events (delivery_id, status, attempt) "
-            "VALUES ('missing', 'queued', 0)"
+async def test_a_purge_reaches_every_partition_of_the_span(
+    cluster: Cluster, empty_database: str
+) -> None:
+    """A delivery recorded long ago has its first event in the default partition (built from
+    the head, no partition covers 2020) and its later ones in this month's: the purge
+    searches created_at..updated_at and removes them all, leaving other deliveries' alone."""
+    async with connect(cluster, empty_database) as conn:
+        for statement in catalog.head_ddl():
+            await conn.execute(statement)
+        for delivery_id in ("span-1", "span-2"):
+            await insert_delivery(conn, delivery_id, created_at=LONG_AGO_EVENT)
+        await conn.execute("UPDATE email.deliveries SET status = 'in_progress', attempts = 1")
+        await conn.execute("UPDATE email.deliveries SET status = 'sent'")
+        partitions = await conn.fetchval(
+            "SELECT array_agg(DISTINCT tableoid::regclass::text ORDER BY tableoid::regclass::text) "
+            "FROM email.delivery_events WHERE delivery_id = 'span-1'"
         )
-    assert raised.value.constraint_name == "fk_delivery_events_delivery_id_deliveries"
+        assert len(partitions) == 2 and "email.delivery_events_default" in partitions
+        await conn.execute("DELETE FROM email.deliveries WHERE delivery_id = 'span-1'")
+        remaining = await conn.fetch(
+            "SELECT delivery_id, count(*) FROM email.delivery_events GROUP BY 1"
+        )
+        assert [tuple(r) for r in remaining] == [("span-2", 3)]
+
+
+async def test_created_at_is_never_in_the_future_nor_changed(owner_tx: asyncpg.Connection) -> None:
+    """For every login, the owner included: the purge relies on it."""
+    with pytest.raises(asyncpg.PostgresError, match="future") as future:
+        async with owner_tx.transaction():
+            await owner_tx.execute(
+                "INSERT INTO email.deliveries (delivery_id, workflow, recipient, created_at) "
+                "VALUES ('later', 'welcome', 'a@b.io', now() + interval '1 day')"
+            )
+    assert future.value.sqlstate == "ED004"
+    await insert_delivery(owner_tx, "fixed")
+    with pytest.raises(asyncpg.PostgresError, match="never changes") as changed:
+        async with owner_tx.transaction():
+            await owner_tx.execute(
+                "UPDATE email.deliveries SET created_at = created_at - interval '1 day'"
+            )
+    assert changed.value.sqlstate == "ED004"
 
 
 async def test_event_id_is_generated_always(owner_tx: asyncpg.Connection) -> None:

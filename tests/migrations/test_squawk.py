@@ -31,6 +31,35 @@ IGNORED: dict[str, dict[str, str]] = {
             "the revision never runs twice over a half-applied state"
         ),
     },
+    "0006": {
+        "ban-alter-identity": (
+            "the identity moves from the legacy table to the new partitioned one, its sequence "
+            "continued past the highest id; only the owner's audit trigger inserts events"
+        ),
+        "ban-drop-constraint": (
+            "the foreign key gives way to the statement-level purge trigger (same guarantee, "
+            "set-based), and the primary key on id to one on (id, created_at) built "
+            "concurrently beforehand and adopted with USING INDEX"
+        ),
+        "renaming-table": (
+            "the swap itself: clients name email.delivery_events, which the new partitioned "
+            "table takes in the same transaction"
+        ),
+        "renaming-object": "the legacy table's index takes the legacy name, freeing the head's",
+        "prefer-bigint-over-int": (
+            "attempt keeps the type of the column it continues (a partition's types must match)"
+        ),
+        "prefer-robust-stmts": (
+            "the steps outside the transaction are idempotent (IF NOT EXISTS, and a DO block "
+            "that adds the CHECK only once); squawk cannot see it through VALIDATE"
+        ),
+        "transaction-nesting": (
+            "the COMMIT/BEGIN around the concurrent steps is Alembic's autocommit block"
+        ),
+        "ban-uncommitted-transaction": (
+            "the revision's own statements end where Alembic commits its transaction"
+        ),
+    },
 }
 """Per revision: squawk rules it may break, each with the reason it is safe."""
 

@@ -251,5 +251,5 @@ async def test_writer_cannot_switch_off_the_audit_or_change_the_schema(
             "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'email.deliveries'::regclass "
             "AND NOT tgisinternal AND tgenabled = 'O'"
         )
-        == 3  # the guard and the two audit triggers
+        == 4  # the guard, the two audit triggers and the purge
     )

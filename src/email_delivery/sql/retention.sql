@@ -30,7 +30,8 @@ SELECT (SELECT count(*) FROM batch) AS scanned,
        (SELECT delivery_id FROM last) AS last_id
 
 -- name: prune_batch
--- Delete one batch of finished deliveries and, in the same statement, their events.
+-- Delete one batch of finished deliveries; the statement-level trigger
+-- deliveries_purge_events deletes their events (counted in purged_events).
 WITH batch AS (/*{block:batch}*/),
 changed_rows AS (
     DELETE FROM email.deliveries d
@@ -40,11 +41,21 @@ changed_rows AS (
       AND /*{block:finished_at}*/ < :cutoff
     RETURNING d.delivery_id
 ), changed_events AS (
-    DELETE FROM email.delivery_events e
-    USING changed_rows
-    WHERE e.delivery_id = changed_rows.delivery_id
-    RETURNING 1
+    SELECT WHERE false
 ), /*{block:batch_report}*/;
+
+-- name: purged_events
+-- The events the purge trigger deleted in this transaction.
+SELECT coalesce(nullif(current_setting(/*{purged_events_setting}*/'email.purged_events'/*{end}*/, true), ''), '0')::bigint;
+
+-- name: drop_expired_event_partitions
+-- Whole partitions of the audit log whose range ended before the cutoff (see the function).
+SELECT name, rows_estimate FROM email.drop_expired_event_partitions(:before);
+
+-- name: expired_event_partitions
+-- What drop_expired_event_partitions would drop (dry run: in-flight deliveries not checked).
+SELECT name, rows_estimate FROM email.event_partitions()
+WHERE NOT is_default AND upper_bound <= :before ORDER BY upper_bound;
 
 -- name: scrub_batch
 -- Blank the personal details of one batch: metadata (but the lifecycle's own keys) and the

@@ -8,10 +8,12 @@ DECLARE
     payloads jsonb := email.attached_payloads();
 BEGIN
     -- One event per changed row, naming the columns that changed (never their values).
+    -- Stamped with the change's own time: the row's updated_at, which the guard sets.
     INSERT INTO email.delivery_events
-        (delivery_id, status, attempt, error_code, error_message, payload, changed_columns)
+        (delivery_id, status, attempt, error_code, error_message, payload, changed_columns,
+         created_at)
     SELECT n.delivery_id, n.status, n.attempts, n.last_error_code, n.last_error_message,
-           payloads -> n.delivery_id, c.changed
+           payloads -> n.delivery_id, c.changed, n.updated_at
     FROM new_rows AS n
     JOIN old_rows AS o ON o.delivery_id = n.delivery_id
     CROSS JOIN LATERAL (SELECT /*{changed_columns}*/array_remove(ARRAY[

@@ -19,6 +19,11 @@ BEGIN
             RAISE EXCEPTION 'delivery_id is a delivery''s identity and never changes'
                 USING ERRCODE = /*{sqlstate_protected_column}*/'ED004'/*{end}*/, COLUMN = 'delivery_id';
         END IF;
+        -- Its events lie between created_at and updated_at (the purge searches that span).
+        IF NEW.created_at IS DISTINCT FROM OLD.created_at THEN
+            RAISE EXCEPTION 'created_at is when a delivery was recorded and never changes'
+                USING ERRCODE = /*{sqlstate_protected_column}*/'ED004'/*{end}*/, COLUMN = 'created_at';
+        END IF;
         IF NOT email.is_allowed_transition(OLD.status, NEW.status) THEN
             RAISE EXCEPTION 'illegal delivery status transition from % to %', OLD.status, NEW.status
                 USING ERRCODE = /*{sqlstate_illegal_transition}*/'ED001'/*{end}*/,
@@ -42,7 +47,6 @@ BEGIN
             WHEN NEW.workflow IS DISTINCT FROM OLD.workflow THEN 'workflow'
             WHEN NEW.recipient IS DISTINCT FROM OLD.recipient THEN 'recipient'
             WHEN NEW.queued_at IS DISTINCT FROM OLD.queued_at THEN 'queued_at'
-            WHEN NEW.created_at IS DISTINCT FROM OLD.created_at THEN 'created_at'
             WHEN OLD.status = 'sent' THEN 'status'
             WHEN NEW.attempts <> OLD.attempts
                  AND NOT (NEW.attempts = OLD.attempts + 1 AND NEW.status = 'in_progress') THEN 'attempts'
@@ -61,6 +65,10 @@ BEGIN
                 THEN 'metadata'
         END;
     ELSE
+        IF NEW.created_at > now() THEN
+            RAISE EXCEPTION 'created_at may not be in the future'
+                USING ERRCODE = /*{sqlstate_protected_column}*/'ED004'/*{end}*/, COLUMN = 'created_at';
+        END IF;
         IF NEW.metadata ?| /*{reserved_metadata_keys}*/ARRAY['dead_letter_reference', 'requeued_at_attempt']/*{end}*/
            AND NOT email.is_owner_session() THEN
             RAISE EXCEPTION 'metadata may not set the lifecycle''s keys %',
