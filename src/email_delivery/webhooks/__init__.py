@@ -1,10 +1,11 @@
 """Signed webhooks to downstream systems: the transport library the outbox sender calls.
 
 Nothing here touches the database. ``signing`` signs and verifies Standard Webhooks
-requests; the other modules are added one job each.
+requests; ``schedule`` says when to retry and when to give up
+on an endpoint; the other modules are added one job each.
 """
 
-from email_delivery.webhooks import signing
+from email_delivery.webhooks import schedule, signing
 from email_delivery.webhooks.errors import (
     InvalidWebhookSignature,
     MissingWebhooksExtra,
@@ -15,5 +16,6 @@ __all__ = [
     "InvalidWebhookSignature",
     "MissingWebhooksExtra",
     "NonPublicAddress",
+    "schedule",
     "signing",
 ]
