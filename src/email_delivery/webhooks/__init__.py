@@ -2,10 +2,11 @@
 
 Nothing here touches the database. ``signing`` signs and verifies Standard Webhooks
 requests; ``schedule`` says when to retry and when to give up
-on an endpoint; the other modules are added one job each.
+on an endpoint; ``urls`` is the SSRF guard (endpoint URLs, resolved addresses); the
+other modules are added one job each.
 """
 
-from email_delivery.webhooks import schedule, signing
+from email_delivery.webhooks import schedule, signing, urls
 from email_delivery.webhooks.errors import (
     InvalidWebhookSignature,
     MissingWebhooksExtra,
@@ -18,4 +19,5 @@ __all__ = [
     "NonPublicAddress",
     "schedule",
     "signing",
+    "urls",
 ]
