@@ -81,9 +81,12 @@ from email_delivery.webhooks.urls import Lookup, check_endpoint_url
 if TYPE_CHECKING:
     import aiohttp
 
-__all__ = ["DEFAULT_MAX_EXCERPT", "AttemptResult", "Transport", "post"]
+__all__ = ["DEFAULT_MAX_EXCERPT", "MAX_ERROR_LENGTH", "AttemptResult", "Transport", "post"]
 
 DEFAULT_MAX_EXCERPT = 1024
+MAX_ERROR_LENGTH = 500
+"""``AttemptResult.error`` is cut to this length (it may quote the receiver's text: a
+reason phrase, a ``Location``)."""
 DELIVERY_CONTROL_HEADER = "webhook-delivery"
 _HEADER_VALUE = re.compile(r"^[^\x00\r\n]*$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -149,6 +152,14 @@ def _check_timeout(timeout: object) -> float:
     ):
         raise InvalidInput("timeout", "must be a positive number of seconds")
     return float(timeout)
+
+
+def _one_line(error: str) -> str:
+    """The error on one line, at most ``MAX_ERROR_LENGTH`` characters."""
+    text = " ".join(error.split())
+    if len(text) > MAX_ERROR_LENGTH:
+        text = text[: MAX_ERROR_LENGTH - 1] + "…"
+    return text
 
 
 def _decode(data: bytes, charset: str | None, limit: int) -> str:
@@ -249,7 +260,7 @@ class Transport:
                 status=None,
                 latency_ms=(time.perf_counter() - started) * 1000,
                 response_excerpt=None,
-                error=error,
+                error=_one_line(error),
                 retryable=retryable,
                 gone=False,
             )
@@ -295,7 +306,7 @@ class Transport:
         if control == "disable" and status != 410:
             error += " (webhook-delivery: disable)"
         retryable = not gone and control != "abort-message"
-        return AttemptResult(status, latency_ms, excerpt, error, retryable, gone)
+        return AttemptResult(status, latency_ms, excerpt, _one_line(error), retryable, gone)
 
     @staticmethod
     async def _excerpt(response: aiohttp.ClientResponse, max_excerpt: int) -> str | None:

@@ -14,7 +14,7 @@ behaviour      answer
 ``not-found``  404
 ``sleep``      200 after ``?seconds=`` (default 2): past a short timeout
 ``slow``       same as ``sleep``, used with a timeout long enough to wait
-``redirect``   302 to ``/ok/<token>``
+``redirect``   302 to ``?to=`` (default ``/ok/<token>``)
 ``big``        200 with 100,000 bytes of ``x``
 ``binary``     200 with bytes that are not UTF-8 and a NUL
 ``latin1``     200 ``café`` in ISO-8859-1, declared in ``Content-Type``
@@ -110,7 +110,7 @@ class Receiver:
                 await asyncio.sleep(seconds)
                 return web.Response(text="finally")
             case "redirect":
-                raise web.HTTPFound(f"/ok/{token}")
+                raise web.HTTPFound(request.query.get("to", f"/ok/{token}"))
             case "big":
                 return web.Response(body=b"x" * 100_000, content_type="text/plain")
             case "binary":

@@ -26,7 +26,7 @@ from cryptography.x509.oid import NameOID
 from email_delivery.errors import InvalidInput
 from email_delivery.webhooks import _aiohttp, payloads, schedule, signing
 from email_delivery.webhooks.errors import MissingWebhooksExtra, NonPublicAddress
-from email_delivery.webhooks.transport import AttemptResult, Transport, post
+from email_delivery.webhooks.transport import MAX_ERROR_LENGTH, AttemptResult, Transport, post
 from tests.integration.webhooks.receiver import Receiver
 
 SECRET = signing.generate_secret()
@@ -181,6 +181,17 @@ async def test_redirects_are_not_followed(receiver: Receiver, token: str) -> Non
     assert (result.status, result.retryable, result.gone) == (302, True, False)
     assert result.error == f"HTTP 302 Found: redirect to '/ok/{token}' not followed"
     assert [request.behaviour for request in receiver.seen(token)] == ["redirect"]
+
+
+async def test_the_error_is_one_line_of_at_most_500_characters(
+    receiver: Receiver, token: str
+) -> None:
+    result = await send(receiver.url("redirect", token, "to=/" + "a" * 1500))
+    assert result.status == 302
+    assert result.error is not None
+    assert len(result.error) == MAX_ERROR_LENGTH == 500
+    assert result.error.endswith("…")
+    assert "\n" not in result.error
 
 
 async def test_svix_delivery_control_headers_are_honoured(receiver: Receiver, token: str) -> None:

@@ -177,6 +177,15 @@ def test_a_malformed_header_is_named(name: str, value: str) -> None:
     assert caught.value.field == f"headers.{name}"
 
 
+def test_a_timestamp_far_in_the_future_is_too_new_not_a_crash() -> None:
+    sent = signing.headers(SECRET, message_id=MSG_ID, timestamp=999_999_999_999, body=BODY)
+    with pytest.raises(InvalidWebhookSignature, match="too new"):
+        signing.verify(SECRET, sent, BODY)
+    sent["webhook-timestamp"] = "0"
+    with pytest.raises(InvalidWebhookSignature, match="too old"):
+        signing.verify(SECRET, sent, BODY)
+
+
 def test_a_header_given_twice_in_different_case_is_refused() -> None:
     sent = signing.headers(SECRET, message_id=MSG_ID, timestamp=now(), body=BODY)
     sent["Webhook-Signature"] = sent["webhook-signature"]
