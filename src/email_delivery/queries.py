@@ -88,9 +88,21 @@ def delivery(*, delivery_id: str) -> Select[Any]:
     return select(Delivery.__table__).where(_D.delivery_id == delivery_id)
 
 
+def _since_the_delivery(delivery_id: ColumnElement[Any] | str) -> ColumnElement[bool]:
+    # A delivery's events are never older than the delivery: only the log's partitions from
+    # its created_at on are searched (pruned at run time).
+    created = select(_D.created_at).where(_D.delivery_id == delivery_id).scalar_subquery()
+    return _E.created_at >= created
+
+
 def delivery_events(*, delivery_id: str) -> Select[Any]:
-    """The delivery's audit trail, oldest first. Uses ``(delivery_id, id)``."""
-    return select(DeliveryEvent.__table__).where(_E.delivery_id == delivery_id).order_by(_E.id)
+    """The delivery's audit trail, oldest first. Uses ``(delivery_id, id)`` in the
+    partitions from the delivery's ``created_at`` on."""
+    return (
+        select(DeliveryEvent.__table__)
+        .where(_E.delivery_id == delivery_id, _since_the_delivery(delivery_id))
+        .order_by(_E.id)
+    )
 
 
 def delivery_with_events(*, delivery_id: str) -> Select[Any]:
@@ -122,7 +134,7 @@ def delivery_with_events(*, delivery_id: str) -> Select[Any]:
                 type_=JSONB,
             )
         )
-        .where(_E.delivery_id == _D.delivery_id)
+        .where(_E.delivery_id == _D.delivery_id, _E.created_at >= _D.created_at)
         .scalar_subquery()
     )
     return select(Delivery.__table__, events.label("events")).where(_D.delivery_id == delivery_id)

@@ -31,5 +31,10 @@ SELECT /*{delivery_columns}*/delivery_id, workflow, recipient, status, attempts,
 FROM email.deliveries WHERE delivery_id = $1;
 
 -- name: delivery_history
+-- Only the partitions from the delivery's created_at on are searched (its events are never
+-- older than the delivery).
 SELECT id, delivery_id, status, attempt, error_code, error_message, payload, created_at
-FROM email.delivery_events WHERE delivery_id = $1 ORDER BY id;
+FROM email.delivery_events
+WHERE delivery_id = $1
+  AND created_at >= (SELECT d.created_at FROM email.deliveries AS d WHERE d.delivery_id = $1)
+ORDER BY id;
