@@ -39,6 +39,10 @@ SUPABASE_API_ROLES = ("anon", "authenticated")
 TABLE_PRIVILEGES: dict[str, dict[str, tuple[str, ...]]] = {
     "deliveries": {READER_ROLE: ("SELECT",), WRITER_ROLE: ("SELECT",)},
     "delivery_events": {READER_ROLE: ("SELECT",), WRITER_ROLE: ("SELECT",)},
+    # The dashboards' rollups (revision 0007): written by the owner's refresh only.
+    "delivery_rollups": {READER_ROLE: ("SELECT",)},
+    "delivery_rollup_state": {READER_ROLE: ("SELECT",)},
+    "delivery_rollup_deletions": {READER_ROLE: ("SELECT",)},
 }
 """Who may do what on each table; each (table, role, command) has one permissive policy
 ``<table>_<role>_<command>`` in ``sql/policies``. Nobody but the owner writes: the worker
@@ -64,9 +68,14 @@ FUNCTION_EXECUTE: dict[str, tuple[str, ...]] = {
     "find_secret": _READ_AND_WRITE,
     "percent_decoded": _READ_AND_WRITE,
     "delivery_stats": (READER_ROLE,),
+    "raw_delivery_rollups": (READER_ROLE,),
+    "latency_percentile": (READER_ROLE,),
     "enqueue_delivery": (WRITER_ROLE,),
     "enqueue_deliveries": (WRITER_ROLE,),
     "claim_delivery": (WRITER_ROLE,),
+    "claim_deliveries": (WRITER_ROLE,),
+    "mark_deliveries_sent": (WRITER_ROLE,),
+    "mark_deliveries_failed": (WRITER_ROLE,),
     "mark_delivery_sent": (WRITER_ROLE,),
     "mark_delivery_failed": (WRITER_ROLE,),
     "mark_delivery_dead_letter": (WRITER_ROLE,),
@@ -87,6 +96,8 @@ FUNCTION_EXECUTE: dict[str, tuple[str, ...]] = {
     "create_event_partitions": (),
     "drop_expired_event_partitions": (),
     "purge_delivery_events": (),
+    "refresh_delivery_rollups": (),
+    "maintain": (),
 }
 """Every function by name and the roles that may execute it (``()``: nobody but its owner;
 triggers need no EXECUTE, and the lifecycle functions run as the owner)."""

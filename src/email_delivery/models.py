@@ -1,4 +1,4 @@
-"""The two tables of schema ``email`` and their status type; declarations only, no I/O."""
+"""The tables of schema ``email`` and their status type; declarations only, no I/O."""
 
 from __future__ import annotations
 
@@ -8,12 +8,15 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Enum,
     Identity,
     Index,
     Integer,
+    SmallInteger,
     Text,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -47,6 +50,11 @@ delivery_status = Enum(
     values_callable=lambda members: [m.value for m in members],
     validate_strings=True,
 )
+
+
+_ACTIVE_STATUS_LIST = "'queued', 'in_progress', 'retrying'"
+"""rules.ACTIVE_STATUSES as SQL, for an index predicate (rules imports this module; a test
+keeps the two equal)."""
 
 
 def _json_object_check(column: str, *, nullable: bool) -> str:
@@ -84,7 +92,7 @@ class Delivery(Base):
     """Workflow metadata (hashed tokens, link expiry); never a secret."""
     created_at: Mapped[datetime] = mapped_column(server_default=text("now()"))
     updated_at: Mapped[datetime] = mapped_column(server_default=text("now()"))
-    """Kept current by trigger ``deliveries_touch_updated_at``."""
+    """Kept current by the guard trigger ``deliveries_guard`` (``email.guard_delivery``)."""
 
     __table_args__ = (
         CheckConstraint(f"delivery_id ~ '{DELIVERY_ID_PATTERN}'", name="delivery_id_format"),
@@ -106,14 +114,25 @@ class Delivery(Base):
         ),
         CheckConstraint("(status = 'sent') = (sent_at IS NOT NULL)", name="sent_at_iff_sent"),
         CheckConstraint(_json_object_check("metadata", nullable=False), name="metadata_object"),
+        # Every status UPDATE writes a new row version into every btree here (updated_at
+        # changes, so none is HOT): each index is paid three times per delivery. Each one
+        # below serves a named query (docs/scaling.md, "The index diet").
+        # The seed's two: pending/stuck work and the reaper; a recipient's latest mail.
         Index(None, "status", "updated_at"),
         Index(None, "recipient", "updated_at"),
-        # Read side (email_delivery.queries, email_delivery.retention): a recipient's history
-        # newest first with a stable keyset cursor; statistics over a queued_at window; prune
-        # and scrub walking one status at a time from the oldest row.
+        # A recipient's history newest first with a stable keyset cursor (queries.find).
         Index(None, "recipient", "queued_at", "delivery_id"),
-        Index(None, "queued_at"),
-        Index(None, "status", "queued_at"),
+        # Finished deliveries by status and age: retention's walk, and the statistics'
+        # raw rows (rollups cover closed hours). Partial: a row enters it once, when it
+        # finishes, instead of at each of its three writes. The predicate is
+        # rules.ACTIVE_STATUSES (a test keeps them equal).
+        Index(
+            "ix_deliveries_finished",
+            "status",
+            "queued_at",
+            "delivery_id",
+            postgresql_where=text(f"status NOT IN ({_ACTIVE_STATUS_LIST})"),
+        ),
     )
 
 
@@ -175,3 +194,73 @@ class DeliveryEvent(Base):
         Index(None, "xact_id", postgresql_using="brin"),
         {"postgresql_partition_by": "RANGE (created_at)"},
     )
+
+
+class DeliveryRollup(Base):
+    """Deliveries queued in one UTC hour, per workflow, counted by current status.
+
+    The dashboards' source for closed hours (``email.delivery_stats``): kept by
+    ``email.refresh_delivery_rollups()`` (run by ``maintain``), which recomputes every hour a
+    change touched since its last run, found from the audit log's ``xact_id``. One row per
+    (hour, workflow, status, error code, latency bucket): sent deliveries by their
+    queued-to-sent latency bucket (``rules.LATENCY_BUCKETS_PER_DECADE`` per decade), the
+    others by ``last_error_code``.
+    """
+
+    __tablename__ = "delivery_rollups"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    hour: Mapped[datetime]
+    workflow: Mapped[str] = mapped_column(Text)
+    status: Mapped[DeliveryStatus] = mapped_column(delivery_status)
+    error_code: Mapped[str | None] = mapped_column(Text)
+    latency_bucket: Mapped[int | None] = mapped_column(SmallInteger)
+    deliveries: Mapped[int] = mapped_column(BigInteger)
+    attempts: Mapped[int] = mapped_column(BigInteger)
+    """The sum of their ``attempts``."""
+    retried: Mapped[int] = mapped_column(BigInteger)
+    """How many needed more than one attempt."""
+
+    __table_args__ = (
+        UniqueConstraint(
+            "hour",
+            "workflow",
+            "status",
+            "error_code",
+            "latency_bucket",
+            name="uq_delivery_rollups_key",
+            postgresql_nulls_not_distinct=True,
+        ),
+        CheckConstraint("deliveries > 0 AND attempts >= 0 AND retried >= 0", name="counts"),
+    )
+
+
+class DeliveryRollupState(Base):
+    """How far the rollups reach (one row): every hour before ``rolled_until`` is in
+    ``delivery_rollups`` as of the transactions below ``xact_watermark``; a reader takes an
+    hour touched by a later transaction from the deliveries themselves."""
+
+    __tablename__ = "delivery_rollup_state"
+
+    singleton: Mapped[bool] = mapped_column(Boolean, primary_key=True, server_default=text("true"))
+    rolled_until: Mapped[datetime] = mapped_column(server_default=text("'-infinity'"))
+    xact_watermark: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    refreshed_at: Mapped[datetime | None]
+
+    __table_args__ = (CheckConstraint("singleton", name="one_row"),)
+
+
+class DeliveryRollupDeletion(Base):
+    """Hours that lost deliveries (retention), per workflow and deleting transaction:
+    deletions write no audit event, so the purge trigger records them here for the next
+    refresh."""
+
+    __tablename__ = "delivery_rollup_deletions"
+
+    xact_id: Mapped[int] = mapped_column(
+        BigInteger,
+        primary_key=True,
+        server_default=text("(pg_current_xact_id())::text::bigint"),
+    )
+    hour: Mapped[datetime] = mapped_column(primary_key=True)
+    workflow: Mapped[str] = mapped_column(Text, primary_key=True)

@@ -13,7 +13,8 @@ How it stays harmless beside a running worker:
   the same statement. A row requeued or reported concurrently is either locked (skipped) or
   fails the re-check, so a non-terminal row is never deleted.
 - Rows are walked one status at a time in ``(queued_at, delivery_id)`` order on the index
-  ``(status, queued_at)``, with a cursor, so no batch rescans what an earlier one skipped.
+  ``ix_deliveries_finished`` (status, queued_at, delivery_id), with a cursor, so no batch
+  rescans what an earlier one skipped.
 
 The age of a finished delivery is when it finished: ``sent_at`` for sent ones, else the
 last attempt (``last_attempted_at``), else ``queued_at``. ``updated_at`` is not used because

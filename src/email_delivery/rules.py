@@ -12,6 +12,7 @@ classes such as ``[[:space:]]``); ``python_regex`` turns that dialect into Pytho
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from types import MappingProxyType
 
@@ -239,6 +240,66 @@ STATS_BUCKET_ORIGIN = "TIMESTAMPTZ '2000-01-01 00:00:00+00'"
 TOP_ERROR_CODES = 3
 """How many error codes ``top_error_codes`` lists per group by default."""
 
+LATENCY_BUCKETS_PER_DECADE = 20
+"""Latency percentiles come from a histogram with this many buckets per factor of ten
+(a DDSketch-style log histogram, mergeable across hours): bucket ``i`` holds the latencies
+in ``(10**((i-1)/20), 10**(i/20)]`` seconds and reads as ``2*g**i/(g+1)``, g = 10**(1/20),
+which is within ``LATENCY_RELATIVE_ERROR`` of every latency in it."""
+LATENCY_BUCKET_MIN = -3 * LATENCY_BUCKETS_PER_DECADE
+"""The bucket ending at 1 ms; anything faster falls in ``LATENCY_BUCKET_MIN - 1``, read as 0."""
+LATENCY_BUCKET_MAX = 6 * LATENCY_BUCKETS_PER_DECADE
+"""The bucket ending at 10**6 s (11.6 days); anything slower falls in ``LATENCY_BUCKET_MAX + 1``,
+read as 10**6 s."""
+_GAMMA = 10 ** (1 / LATENCY_BUCKETS_PER_DECADE)
+LATENCY_RELATIVE_ERROR = (_GAMMA - 1) / (_GAMMA + 1)
+"""0.0575: a percentile is within 5.75 % of the exact ``percentile_cont`` (between 1 ms and
+10**6 s): the estimate of each latency is, and an interpolation keeps the bound."""
+ROLLUP_HOUR = "interval '1 hour'"
+"""The rollups' granularity: UTC hours (``date_bin`` from ``STATS_BUCKET_ORIGIN``)."""
+
+
+def latency_bucket(seconds: float) -> int:
+    """The histogram bucket of a latency, as ``email.raw_delivery_rollups`` computes it."""
+    if seconds <= 10 ** ((LATENCY_BUCKET_MIN - 1) / LATENCY_BUCKETS_PER_DECADE):
+        return LATENCY_BUCKET_MIN - 1
+    if seconds > 10 ** (LATENCY_BUCKET_MAX / LATENCY_BUCKETS_PER_DECADE):
+        return LATENCY_BUCKET_MAX + 1
+    return math.ceil(LATENCY_BUCKETS_PER_DECADE * math.log10(seconds))
+
+
+def latency_estimate(bucket: int) -> float:
+    """What a latency in ``bucket`` reads as (seconds)."""
+    if bucket < LATENCY_BUCKET_MIN:
+        return 0.0
+    if bucket > LATENCY_BUCKET_MAX:
+        return float(10 ** (LATENCY_BUCKET_MAX // LATENCY_BUCKETS_PER_DECADE))
+    return 2 * _GAMMA**bucket / (_GAMMA + 1)
+
+
+def _latency_bucket_sql() -> str:
+    # Over a column named latency_s (seconds, double precision).
+    per_decade = LATENCY_BUCKETS_PER_DECADE
+    return (
+        "CASE WHEN latency_s IS NULL THEN NULL"
+        " WHEN latency_s <= power(10::double precision,"
+        f" ({LATENCY_BUCKET_MIN - 1})::double precision / {per_decade})"
+        f" THEN {LATENCY_BUCKET_MIN - 1}"
+        f" WHEN latency_s > 1e{LATENCY_BUCKET_MAX // per_decade} THEN {LATENCY_BUCKET_MAX + 1}"
+        f" ELSE ceil({per_decade} * log(latency_s)) END::smallint"
+    )
+
+
+def _latency_estimate_sql() -> str:
+    # Over a column named bucket.
+    gamma = f"power(10::double precision, 1.0::double precision / {LATENCY_BUCKETS_PER_DECADE})"
+    return (
+        f"CASE WHEN bucket < {LATENCY_BUCKET_MIN} THEN 0::double precision"
+        f" WHEN bucket > {LATENCY_BUCKET_MAX}"
+        f" THEN 1e{LATENCY_BUCKET_MAX // LATENCY_BUCKETS_PER_DECADE}::double precision"
+        f" ELSE 2 * power({gamma}, bucket) / ({gamma} + 1) END"
+    )
+
+
 # ---------------------------------------------------------------------------------------
 # The placeholders of the SQL files
 # ---------------------------------------------------------------------------------------
@@ -324,6 +385,7 @@ _RENDERERS: dict[str, Callable[[], str]] = {
     "active_statuses": lambda: _sql_list(s.value for s in ACTIVE_STATUSES),
     "claimable_statuses": lambda: _sql_list(s.value for s in CLAIMABLE_STATUSES),
     "failed_statuses": lambda: _sql_list(s.value for s in FAILED_STATUSES),
+    "terminal_statuses": lambda: _sql_list(s.value for s in TERMINAL_STATUSES),
     "delivery_row": lambda: ", ".join(f"d.{name}" for name in DELIVERY_ROW_COLUMNS),
     "delivery_columns": lambda: ", ".join(DELIVERY_ROW_COLUMNS),
     "delivery_row_types": _delivery_row_types,
@@ -334,6 +396,7 @@ _RENDERERS: dict[str, Callable[[], str]] = {
     "reserved_metadata_keys": lambda: f"ARRAY[{_quoted(RESERVED_METADATA_KEYS)}]",
     "lease_expired_code": lambda: _literal(LEASE_EXPIRED_CODE),
     "max_caller_json_bytes": lambda: str(MAX_CALLER_JSON_BYTES),
+    "max_batch": lambda: str(MAX_BATCH),
     "max_reference_length": lambda: str(MAX_REFERENCE_LENGTH),
     "max_error_message_length": lambda: str(MAX_ERROR_MESSAGE_LENGTH),
     "sqlstate_illegal_transition": lambda: _literal(str(IllegalTransition.sqlstate)),
@@ -366,6 +429,9 @@ _RENDERERS: dict[str, Callable[[], str]] = {
     "link_long_token_pattern": lambda: _literal(LINK_LONG_TOKEN_PATTERN),
     "allowed_link_parameters": lambda: _sql_list(sorted(ALLOWED_LINK_PARAMETERS)),
     "stats_bucket_origin": lambda: STATS_BUCKET_ORIGIN,
+    "rollup_hour": lambda: ROLLUP_HOUR,
+    "latency_bucket": _latency_bucket_sql,
+    "latency_estimate": _latency_estimate_sql,
 }
 
 

@@ -6,6 +6,10 @@ out of the engine's pool: no SQLAlchemy statement compilation, no transaction bl
 function call is its own transaction), and asyncpg's per-connection prepared statement
 cache does the rest (``make_engine(pooler="transaction")`` turns that cache off).
 
+With ``group_commit=True`` (``email_delivery.group_commit``), concurrent enqueue, claim,
+mark_sent and mark_failed calls are coalesced into the batch functions: one statement and
+one commit for many calls, each caller still awaiting its own committed row.
+
 Input is checked in Python first (``email_delivery.validation``): bad input raises an
 ``InvalidInput`` naming the field before anything is sent. The connections are held by a
 ``Connector`` (``email_delivery.connector``), which translates database errors with
@@ -28,12 +32,14 @@ from email_delivery import rules, sql
 from email_delivery import validation as v
 from email_delivery.connector import Connector, Record
 from email_delivery.errors import DeliveryConflict, DeliveryNotFound, InvalidInput
+from email_delivery.group_commit import Batcher, GroupCommit
 from email_delivery.models import Delivery, DeliveryEvent, DeliveryStatus
 
 __all__ = [
     "Claim",
     "DeliveryTracker",
     "EnqueueResult",
+    "GroupCommit",
     "NewDelivery",
     "TransitionResult",
 ]
@@ -130,16 +136,43 @@ class DeliveryTracker:
         bind: AsyncEngine | async_sessionmaker[AsyncSession],
         *,
         connections: int | None = None,
+        group_commit: bool | GroupCommit = False,
     ) -> None:
         """``connections``: how many connections of the engine's pool the tracker uses at most
         and keeps checked out between calls (default: the pool's ``pool_size``; 0 checks one
         out per call instead). A pool checkout and check-in cost more CPU than the call
         itself; ``await tracker.aclose()`` (or ``async with tracker``) gives them back.
         Other code sharing the engine gets only what the tracker leaves: give the tracker its
-        own engine, or ``connections`` below ``pool_size``."""
+        own engine, or ``connections`` below ``pool_size``.
+
+        ``group_commit``: coalesce concurrent calls of one kind into one statement and one
+        commit (``True``, or a ``GroupCommit`` with its settings). It pays when many calls
+        run at once (a worker instance handling many messages concurrently): fewer commits
+        and statements per delivery. A lone call is sent at once either way. Off by default:
+        results and errors are the same, and per-call mode is the simplest to reason about
+        (see docs/benchmarks.md for when each pays)."""
         self._connector = Connector(bind, connections=connections)
         # The connector's bound method itself: no extra coroutine per call on the hot path.
         self._fetch = self._connector.fetch
+        if group_commit is True:
+            group_commit = GroupCommit()
+        if group_commit is not False and not isinstance(group_commit, GroupCommit):
+            raise InvalidInput("group_commit", "must be a bool or a GroupCommit")
+        self._batchers: dict[str, Batcher] = {}
+        if group_commit:
+            for kind, batch, shared in (
+                ("enqueue_delivery", "enqueue_deliveries", ()),
+                ("claim_delivery", "claim_deliveries", (1,)),
+                ("mark_delivery_sent", "mark_deliveries_sent", ()),
+                ("mark_delivery_failed", "mark_deliveries_failed", ()),
+            ):
+                self._batchers[kind] = Batcher(
+                    self._fetch,
+                    batch_sql=_SQL[batch],
+                    single_sql=_SQL[kind],
+                    settings=group_commit,
+                    shared=shared,
+                )
 
     async def __aenter__(self) -> DeliveryTracker:
         return self
@@ -149,10 +182,18 @@ class DeliveryTracker:
 
     async def aclose(self) -> None:
         """Return the idle connections to the engine's pool (the tracker stays usable)."""
+        for batcher in self._batchers.values():
+            await batcher.aclose()
         await self._connector.aclose()
 
-    async def _one(self, delivery_id: str, sql: str, *args: Any) -> Record:
-        rows = await self._fetch(sql, delivery_id, *args)
+    async def _one(self, delivery_id: str, kind: str, *args: Any) -> Record:
+        batcher = self._batchers.get(kind)
+        if batcher is not None:
+            row = await batcher.submit(delivery_id, *args)
+            if row is None:
+                raise DeliveryNotFound(delivery_id)
+            return row
+        rows = await self._fetch(_SQL[kind], delivery_id, *args)
         if not rows:
             raise DeliveryNotFound(delivery_id)
         return rows[0]
@@ -171,7 +212,7 @@ class DeliveryTracker:
         """Insert ``queued`` unless it exists; a redelivery with the same workflow and
         recipient changes nothing; different ones raise ``DeliveryConflict``."""
         args = _enqueue_args(delivery_id, workflow, recipient, metadata, queued_at, "")
-        row = await self._one(args[0], _SQL["enqueue_delivery"], *args[1:])
+        row = await self._one(args[0], "enqueue_delivery", *args[1:])
         delivery = _delivery(row)
         if row["conflicts"]:
             raise DeliveryConflict(args[0], row["conflicts"], delivery)
@@ -223,7 +264,7 @@ class DeliveryTracker:
         claim of someone else). Every worker must use the same ``lease``."""
         v.check_delivery_id(delivery_id)
         v.check_positive_interval(lease, "lease")
-        row = await self._one(delivery_id, _SQL["claim_delivery"], lease)
+        row = await self._one(delivery_id, "claim_delivery", lease)
         if not row["changed"]:
             return None
         return Claim(delivery=_delivery(row), attempt=row["attempt"])
@@ -235,7 +276,7 @@ class DeliveryTracker:
         v.check_delivery_id(delivery_id)
         v.check_int(attempt, "attempt", minimum=0)
         body = v.check_json_object(payload, "payload", optional=True)
-        row = await self._one(delivery_id, _SQL["mark_delivery_sent"], attempt, body)
+        row = await self._one(delivery_id, "mark_delivery_sent", attempt, body)
         return TransitionResult(delivery=_delivery(row), changed=row["changed"])
 
     async def mark_failed(
@@ -259,7 +300,7 @@ class DeliveryTracker:
         body = v.check_json_object(payload, "payload", optional=True)
         row = await self._one(
             delivery_id,
-            _SQL["mark_delivery_failed"],
+            "mark_delivery_failed",
             attempt,
             code,
             message,
@@ -274,7 +315,7 @@ class DeliveryTracker:
         ``dead_letter``. ``failed`` stays ``failed``; ``sent`` never changes."""
         v.check_delivery_id(delivery_id)
         v.check_reference(reference)
-        row = await self._one(delivery_id, _SQL["mark_delivery_dead_letter"], reference)
+        row = await self._one(delivery_id, "mark_delivery_dead_letter", reference)
         return TransitionResult(delivery=_delivery(row), changed=row["changed"])
 
     async def requeue(self, delivery_id: str, *, reason: str) -> TransitionResult:
@@ -282,7 +323,7 @@ class DeliveryTracker:
         with a fresh retry budget."""
         v.check_delivery_id(delivery_id)
         reason = v.check_reason(reason)
-        row = await self._one(delivery_id, _SQL["requeue_delivery"], reason)
+        row = await self._one(delivery_id, "requeue_delivery", reason)
         return TransitionResult(delivery=_delivery(row), changed=row["changed"])
 
     async def reap_stale(

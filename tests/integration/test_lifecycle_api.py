@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import smtplib
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -34,6 +35,18 @@ from tests.unit.test_lifecycle_rules import HARMLESS_SAMPLES, SECRET_SAMPLES
 
 S = DeliveryStatus
 WF = "verification-code"
+
+
+@pytest.fixture(params=["per-call", "group-commit"])
+async def worker_tracker(
+    worker_engine: AsyncEngine, request: pytest.FixtureRequest
+) -> AsyncIterator[DeliveryTracker]:
+    """Every rule holds in both commit modes: group commit runs each call through the batch
+    functions (email.claim_deliveries …), which must answer exactly as the single ones."""
+    async with DeliveryTracker(
+        worker_engine, group_commit=request.param == "group-commit"
+    ) as tracker:
+        yield tracker
 
 
 async def enqueue(tracker: DeliveryTracker, delivery_id: str = "d1", **kw: Any) -> None:

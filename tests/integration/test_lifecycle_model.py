@@ -4,13 +4,16 @@ model of the state machine (and every call's answer agrees on the way)."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import asyncpg
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from email_delivery import DeliveryConflict, DeliveryNotFound, DeliveryTracker
 from email_delivery.validation import next_status_after_failure
@@ -18,6 +21,20 @@ from tests.support.db import expire_claim
 
 LEASE = timedelta(minutes=5)
 ACTIVE = ("queued", "in_progress", "retrying")
+
+
+@pytest.fixture(params=["per-call", "group-commit"])
+async def worker_tracker(
+    worker_engine: AsyncEngine, request: pytest.FixtureRequest
+) -> AsyncIterator[DeliveryTracker]:
+    """Every rule holds in both commit modes: group commit runs each call through the batch
+    functions (email.claim_deliveries …), which must answer exactly as the single ones."""
+    async with DeliveryTracker(
+        worker_engine, group_commit=request.param == "group-commit"
+    ) as tracker:
+        yield tracker
+
+
 _examples = itertools.count()
 
 

@@ -60,6 +60,18 @@ IGNORED: dict[str, dict[str, str]] = {
             "the revision's own statements end where Alembic commits its transaction"
         ),
     },
+    "0007": {
+        "prefer-bigint-over-smallint": (
+            "latency_bucket holds a histogram bucket number between -61 and 121 "
+            "(rules.LATENCY_BUCKET_MIN/MAX): it can never outgrow 16 bits"
+        ),
+        "transaction-nesting": (
+            "the COMMIT/BEGIN around the concurrent index steps is Alembic's autocommit block"
+        ),
+        "ban-uncommitted-transaction": (
+            "the revision's own statements end where Alembic commits its transaction"
+        ),
+    },
 }
 """Per revision: squawk rules it may break, each with the reason it is safe."""
 

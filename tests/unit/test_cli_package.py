@@ -24,6 +24,7 @@ COMMANDS = {
     "requeue",
     "stats",
     "prune",
+    "maintain",
 }
 
 

@@ -17,6 +17,18 @@ SELECT * FROM email.mark_delivery_sent($1, $2, $3::jsonb);
 -- name: mark_delivery_failed
 SELECT * FROM email.mark_delivery_failed($1, $2, $3, $4, $5, $6, $7::jsonb);
 
+-- The batch forms, for the tracker's group commit (email_delivery.group_commit): one row
+-- per input position, in input order.
+
+-- name: claim_deliveries
+SELECT * FROM email.claim_deliveries($1::text[], $2);
+
+-- name: mark_deliveries_sent
+SELECT * FROM email.mark_deliveries_sent($1::text[], $2::integer[], $3::jsonb[]);
+
+-- name: mark_deliveries_failed
+SELECT * FROM email.mark_deliveries_failed($1::text[], $2::integer[], $3::text[], $4::text[], $5::boolean[], $6::integer[], $7::jsonb[]);
+
 -- name: mark_delivery_dead_letter
 SELECT * FROM email.mark_delivery_dead_letter($1, $2);
 

@@ -1,7 +1,8 @@
 -- The statements of retention (email_delivery.retention), run as the table owner through
 -- SQLAlchemy (named :parameters). A batch walks one status in (queued_at, delivery_id)
--- order from a cursor on ix_deliveries_status_queued_at, locking up to :batch_size finished
--- rows and skipping any a worker holds; the action re-checks status and age itself.
+-- order from a cursor on ix_deliveries_finished (the literal status list implies the partial
+-- index's predicate, also in a generic plan), locking up to :batch_size finished rows and
+-- skipping any a worker holds; the action re-checks status and age itself.
 
 -- name: finished_at
 -- When a delivery finished: sent_at for sent ones, else its last attempt, else queued_at
@@ -12,6 +13,7 @@ coalesce(d.sent_at, d.last_attempted_at, d.queued_at)
 SELECT d.delivery_id, d.queued_at
 FROM email.deliveries d
 WHERE d.status = CAST(:status AS email.delivery_status) AND d.queued_at < :cutoff
+  AND d.status IN /*{terminal_statuses}*/('sent', 'failed', 'dead_letter')/*{end}*/
   AND (d.queued_at, d.delivery_id) > (:after_queued_at, :after_id)
 ORDER BY d.queued_at, d.delivery_id
 LIMIT :batch_size
@@ -91,11 +93,13 @@ changed_rows AS (
 -- Deliveries a prune of one status would delete (the progress bar's total; --dry-run).
 SELECT count(*) FROM email.deliveries d
 WHERE d.status = CAST(:status AS email.delivery_status) AND d.queued_at < :cutoff
+  AND d.status IN /*{terminal_statuses}*/('sent', 'failed', 'dead_letter')/*{end}*/
   AND /*{block:finished_at}*/ < :cutoff;
 
 -- name: count_candidate_events
 SELECT count(*) FROM email.deliveries d JOIN email.delivery_events e USING (delivery_id)
 WHERE d.status = CAST(:status AS email.delivery_status) AND d.queued_at < :cutoff
+  AND d.status IN /*{terminal_statuses}*/('sent', 'failed', 'dead_letter')/*{end}*/
   AND /*{block:finished_at}*/ < :cutoff;
 
 -- name: may_delete

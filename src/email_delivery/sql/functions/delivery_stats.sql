@@ -5,11 +5,21 @@ STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
+DECLARE
+    rolled_until timestamp with time zone;
+    watermark bigint;
+    -- [low, high): the whole hours inside the window that the rollups may answer.
+    low timestamp with time zone;
+    high timestamp with time zone;
 BEGIN
     -- The one definition of the per-workflow statistics: the dashboard views and
     -- email_delivery.queries.workflow_stats both read it. Deliveries queued in
     -- [p_since, p_until), counted by their current status, per workflow and, with p_bucket
     -- ('hour' or 'day'), per UTC bucket (NULL otherwise).
+    -- Whole hours come from email.delivery_rollups unless a transaction the last refresh
+    -- did not see touched them; the rest (the window's edges, the open hour, touched hours)
+    -- from the deliveries, summed the same way (email.raw_delivery_rollups). Counts are
+    -- exactly what the rows say; latency percentiles come from the buckets' histogram.
     IF p_since IS NULL THEN
         RAISE EXCEPTION 'since is required' USING ERRCODE = '22023', COLUMN = 'since';
     END IF;
@@ -24,24 +34,66 @@ BEGIN
         RAISE EXCEPTION 'top_errors must be between 0 and 20, not %', p_top_errors
             USING ERRCODE = '22023', COLUMN = 'top_errors';
     END IF;
+    SELECT s.rolled_until, s.xact_watermark INTO rolled_until, watermark
+    FROM email.delivery_rollup_state AS s;
+    IF isfinite(p_since) AND rolled_until > '-infinity' THEN
+        low := date_bin(/*{rollup_hour}*/interval '1 hour'/*{end}*/, p_since, /*{stats_bucket_origin}*/TIMESTAMPTZ '2000-01-01 00:00:00+00'/*{end}*/);
+        IF low < p_since THEN
+            low := low + /*{rollup_hour}*/interval '1 hour'/*{end}*/;
+        END IF;
+        high := rolled_until;
+        IF p_until IS NOT NULL AND isfinite(p_until) THEN
+            high := least(high, date_bin(/*{rollup_hour}*/interval '1 hour'/*{end}*/, p_until, /*{stats_bucket_origin}*/TIMESTAMPTZ '2000-01-01 00:00:00+00'/*{end}*/));
+        END IF;
+    END IF;
+    IF low IS NULL OR high <= low THEN
+        -- No whole rolled hour in the window: every row is read.
+        low := coalesce(p_until, 'infinity');
+        high := low;
+    END IF;
     RETURN QUERY
-    WITH base AS (
+    WITH touched AS MATERIALIZED (
         SELECT d.workflow,
-               -- date_bin of a NULL interval is NULL: one group per workflow.
-               date_bin(('1 ' || p_bucket)::interval, d.queued_at,
-                        /*{stats_bucket_origin}*/TIMESTAMPTZ '2000-01-01 00:00:00+00'/*{end}*/) AS bucket,
-               d.status, d.attempts, d.last_error_code,
-               EXTRACT(EPOCH FROM d.sent_at - d.queued_at)::double precision AS latency_s
-        FROM email.deliveries AS d
-        WHERE d.queued_at >= p_since AND d.queued_at < coalesce(p_until, 'infinity')
+               date_bin(/*{rollup_hour}*/interval '1 hour'/*{end}*/, d.queued_at, /*{stats_bucket_origin}*/TIMESTAMPTZ '2000-01-01 00:00:00+00'/*{end}*/) AS hour
+        FROM email.delivery_events AS e
+        JOIN email.deliveries AS d ON d.delivery_id = e.delivery_id
+        WHERE high > low AND e.xact_id >= watermark
+          AND d.queued_at >= low AND d.queued_at < high
           AND (p_workflow IS NULL OR d.workflow = p_workflow)
+        UNION
+        SELECT x.workflow, x.hour FROM email.delivery_rollup_deletions AS x
+        WHERE high > low AND x.hour >= low AND x.hour < high
+          AND (p_workflow IS NULL OR x.workflow = p_workflow)
+    ), units AS (
+        SELECT raw.* FROM email.raw_delivery_rollups(p_since, low, p_workflow) AS raw
+        UNION ALL
+        SELECT raw.* FROM email.raw_delivery_rollups(high, coalesce(p_until, 'infinity'), p_workflow) AS raw
+        WHERE high > low
+        UNION ALL
+        SELECT raw.* FROM touched AS t
+        CROSS JOIN LATERAL email.raw_delivery_rollups(
+            t.hour, t.hour + /*{rollup_hour}*/interval '1 hour'/*{end}*/, t.workflow) AS raw
+        UNION ALL
+        SELECT r.hour, r.workflow, r.status, r.error_code, r.latency_bucket, r.deliveries,
+               r.attempts, r.retried
+        FROM email.delivery_rollups AS r
+        WHERE r.hour >= low AND r.hour < high
+          AND (p_workflow IS NULL OR r.workflow = p_workflow)
+          AND NOT EXISTS (SELECT FROM touched AS t WHERE t.hour = r.hour AND t.workflow = r.workflow)
+    ), bucketed AS (
+        -- date_bin of a NULL interval is NULL: one group per workflow.
+        SELECT u.workflow,
+               date_bin(('1 ' || p_bucket)::interval, u.hour,
+                        /*{stats_bucket_origin}*/TIMESTAMPTZ '2000-01-01 00:00:00+00'/*{end}*/) AS bucket,
+               u.status, u.error_code, u.latency_bucket, u.deliveries, u.attempts, u.retried
+        FROM units AS u
     ), ranked AS (
-        SELECT base.workflow, base.bucket, base.last_error_code AS code, count(*) AS n,
-               row_number() OVER (PARTITION BY base.workflow, base.bucket
-                                  ORDER BY count(*) DESC, base.last_error_code) AS rank
-        FROM base
-        WHERE base.last_error_code IS NOT NULL
-        GROUP BY base.workflow, base.bucket, base.last_error_code
+        SELECT b.workflow, b.bucket, b.error_code AS code, sum(b.deliveries)::bigint AS n,
+               row_number() OVER (PARTITION BY b.workflow, b.bucket
+                                  ORDER BY sum(b.deliveries) DESC, b.error_code) AS rank
+        FROM bucketed AS b
+        WHERE b.error_code IS NOT NULL
+        GROUP BY b.workflow, b.bucket, b.error_code
     ), errors AS (
         SELECT ranked.workflow, ranked.bucket,
                jsonb_agg(jsonb_build_object('code', ranked.code, 'count', ranked.n)
@@ -49,29 +101,40 @@ BEGIN
         FROM ranked
         WHERE ranked.rank <= p_top_errors
         GROUP BY ranked.workflow, ranked.bucket
+    ), latency AS (
+        SELECT h.workflow, h.bucket,
+               array_agg(h.latency_bucket ORDER BY h.latency_bucket) AS buckets,
+               array_agg(h.n ORDER BY h.latency_bucket) AS counts
+        FROM (SELECT b.workflow, b.bucket, b.latency_bucket, sum(b.deliveries)::bigint AS n
+              FROM bucketed AS b
+              WHERE b.latency_bucket IS NOT NULL
+              GROUP BY b.workflow, b.bucket, b.latency_bucket) AS h
+        GROUP BY h.workflow, h.bucket
     ), s AS (
-        SELECT base.workflow, base.bucket,
-               count(*) AS total,
-               count(*) FILTER (WHERE base.status = 'sent') AS sent,
-               count(*) FILTER (WHERE base.status = 'failed') AS failed,
-               count(*) FILTER (WHERE base.status = 'dead_letter') AS dead_letter,
-               count(*) FILTER (WHERE base.status IN /*{active_statuses}*/('queued', 'in_progress', 'retrying')/*{end}*/) AS in_flight,
-               count(*) FILTER (WHERE base.attempts > 1) AS retried,
-               avg(base.attempts)::double precision AS mean_attempts,
-               percentile_cont(0.5) WITHIN GROUP (ORDER BY base.latency_s) AS latency_p50_s,
-               percentile_cont(0.95) WITHIN GROUP (ORDER BY base.latency_s) AS latency_p95_s,
-               percentile_cont(0.99) WITHIN GROUP (ORDER BY base.latency_s) AS latency_p99_s
-        FROM base
-        GROUP BY base.workflow, base.bucket
+        SELECT b.workflow, b.bucket,
+               sum(b.deliveries)::bigint AS total,
+               coalesce(sum(b.deliveries) FILTER (WHERE b.status = 'sent'), 0)::bigint AS sent,
+               coalesce(sum(b.deliveries) FILTER (WHERE b.status = 'failed'), 0)::bigint AS failed,
+               coalesce(sum(b.deliveries) FILTER (WHERE b.status = 'dead_letter'), 0)::bigint AS dead_letter,
+               coalesce(sum(b.deliveries) FILTER (WHERE b.status IN /*{active_statuses}*/('queued', 'in_progress', 'retrying')/*{end}*/), 0)::bigint AS in_flight,
+               sum(b.retried) AS retried,
+               sum(b.attempts) AS attempts
+        FROM bucketed AS b
+        GROUP BY b.workflow, b.bucket
     )
     SELECT s.workflow, s.bucket, s.total, s.sent, s.failed, s.dead_letter, s.in_flight,
            s.sent::double precision / nullif(s.sent + s.failed + s.dead_letter, 0),
            s.retried::double precision / s.total,
-           s.mean_attempts, s.latency_p50_s, s.latency_p95_s, s.latency_p99_s,
+           (s.attempts / s.total)::double precision,
+           email.latency_percentile(l.buckets, l.counts, 0.5),
+           email.latency_percentile(l.buckets, l.counts, 0.95),
+           email.latency_percentile(l.buckets, l.counts, 0.99),
            coalesce(e.top_error_codes, '[]'::jsonb)
     FROM s
     LEFT JOIN errors AS e
         ON e.workflow = s.workflow AND e.bucket IS NOT DISTINCT FROM s.bucket
+    LEFT JOIN latency AS l
+        ON l.workflow = s.workflow AND l.bucket IS NOT DISTINCT FROM s.bucket
     ORDER BY s.workflow, s.bucket;
 END
 $$;

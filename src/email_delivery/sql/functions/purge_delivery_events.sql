@@ -21,6 +21,12 @@ BEGIN
     PERFORM set_config(/*{purged_events_setting}*/'email.purged_events'/*{end}*/,
         (coalesce(nullif(current_setting(/*{purged_events_setting}*/'email.purged_events'/*{end}*/, true), ''), '0')::bigint
          + purged)::text, true);
+    -- A deletion writes no audit event: the hours it changed are recorded for the rollups'
+    -- next refresh (and read from the deliveries until then).
+    INSERT INTO email.delivery_rollup_deletions (hour, workflow)
+    SELECT DISTINCT date_bin(/*{rollup_hour}*/interval '1 hour'/*{end}*/, p.queued_at, /*{stats_bucket_origin}*/TIMESTAMPTZ '2000-01-01 00:00:00+00'/*{end}*/), p.workflow
+    FROM purged_rows AS p
+    ON CONFLICT DO NOTHING;
     RETURN NULL;
 END
 $$;

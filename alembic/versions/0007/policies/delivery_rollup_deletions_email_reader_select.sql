@@ -1,0 +1,2 @@
+CREATE POLICY delivery_rollup_deletions_email_reader_select ON email.delivery_rollup_deletions
+    AS PERMISSIVE FOR SELECT TO email_reader USING (true);

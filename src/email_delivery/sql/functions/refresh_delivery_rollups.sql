@@ -1,0 +1,70 @@
+CREATE OR REPLACE FUNCTION email.refresh_delivery_rollups()
+RETURNS TABLE(hours_recomputed integer, hours_added integer, rolled_until timestamp with time zone)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    state record;
+    -- Every transaction below the snapshot's xmin has ended: its events (and deletions) are
+    -- all visible now, so the next run starts there and misses none that commit late.
+    horizon bigint := pg_snapshot_xmin(pg_current_snapshot())::text::bigint;
+    target timestamp with time zone := date_bin(/*{rollup_hour}*/interval '1 hour'/*{end}*/, now(), /*{stats_bucket_origin}*/TIMESTAMPTZ '2000-01-01 00:00:00+00'/*{end}*/);
+    dirty_workflows text[] := '{}';
+    dirty_hours timestamp with time zone[] := '{}';
+    new_hours integer;
+BEGIN
+    -- The owner's maintenance (retention.maintain, or pg_cron): recompute every rolled hour
+    -- that a transaction touched since the last run, and roll up the hours that closed.
+    -- Several runs at once wait for each other on the state row.
+    SELECT s.rolled_until, s.xact_watermark INTO state
+    FROM email.delivery_rollup_state AS s FOR UPDATE;
+    IF NOT FOUND THEN
+        INSERT INTO email.delivery_rollup_state DEFAULT VALUES ON CONFLICT DO NOTHING;
+        SELECT s.rolled_until, s.xact_watermark INTO state
+        FROM email.delivery_rollup_state AS s FOR UPDATE;
+    END IF;
+    IF state.rolled_until > '-infinity' THEN
+        WITH touched AS (
+            SELECT d.workflow,
+                   date_bin(/*{rollup_hour}*/interval '1 hour'/*{end}*/, d.queued_at, /*{stats_bucket_origin}*/TIMESTAMPTZ '2000-01-01 00:00:00+00'/*{end}*/) AS hour
+            FROM email.delivery_events AS e
+            JOIN email.deliveries AS d ON d.delivery_id = e.delivery_id
+            WHERE e.xact_id >= state.xact_watermark AND e.xact_id < horizon
+            UNION
+            SELECT x.workflow, x.hour FROM email.delivery_rollup_deletions AS x
+            WHERE x.xact_id < horizon
+        )
+        SELECT coalesce(array_agg(t.workflow), '{}'), coalesce(array_agg(t.hour), '{}')
+        INTO dirty_workflows, dirty_hours
+        FROM touched AS t WHERE t.hour < state.rolled_until;
+        DELETE FROM email.delivery_rollups AS r
+        USING unnest(dirty_workflows, dirty_hours) AS t(workflow, hour)
+        WHERE r.hour = t.hour AND r.workflow = t.workflow;
+    END IF;
+    IF state.rolled_until < target THEN
+        DELETE FROM email.delivery_rollups AS r
+        WHERE r.hour >= state.rolled_until AND r.hour < target;
+    END IF;
+    WITH written AS (
+        INSERT INTO email.delivery_rollups
+            (hour, workflow, status, error_code, latency_bucket, deliveries, attempts, retried)
+        SELECT raw.* FROM unnest(dirty_workflows, dirty_hours) AS t(workflow, hour)
+        CROSS JOIN LATERAL email.raw_delivery_rollups(
+            t.hour, t.hour + /*{rollup_hour}*/interval '1 hour'/*{end}*/, t.workflow) AS raw
+        UNION ALL
+        SELECT raw.* FROM email.raw_delivery_rollups(state.rolled_until, target) AS raw
+        WHERE state.rolled_until < target
+        RETURNING email.delivery_rollups.hour
+    )
+    SELECT count(DISTINCT w.hour) FILTER (WHERE w.hour >= state.rolled_until) INTO new_hours
+    FROM written AS w;
+    DELETE FROM email.delivery_rollup_deletions AS x WHERE x.xact_id < horizon;
+    UPDATE email.delivery_rollup_state AS s
+    SET xact_watermark = greatest(s.xact_watermark, horizon),
+        rolled_until = greatest(s.rolled_until, target),
+        refreshed_at = now();
+    RETURN QUERY
+    SELECT cardinality(dirty_hours), new_hours, greatest(state.rolled_until, target);
+END
+$$;
