@@ -43,6 +43,9 @@ TABLE_PRIVILEGES: dict[str, dict[str, tuple[str, ...]]] = {
     "delivery_rollups": {READER_ROLE: ("SELECT",)},
     "delivery_rollup_state": {READER_ROLE: ("SELECT",)},
     "delivery_rollup_deletions": {READER_ROLE: ("SELECT",)},
+    # Worker policy (revision 0008): changed by the owner only; the worker may read it.
+    "workflow_policies": {READER_ROLE: ("SELECT",), WRITER_ROLE: ("SELECT",)},
+    "workflow_policy_changes": {READER_ROLE: ("SELECT",)},
 }
 """Who may do what on each table; each (table, role, command) has one permissive policy
 ``<table>_<role>_<command>`` in ``sql/policies``. Nobody but the owner writes: the worker
@@ -50,6 +53,13 @@ records deliveries through the SECURITY DEFINER lifecycle functions (revision 00
 the audit trail is written by the owner's trigger alone (see docs/security.md)."""
 
 RLS_TABLES = tuple(TABLE_PRIVILEGES)
+
+SEED_ROWS = (
+    "INSERT INTO email.delivery_rollup_state DEFAULT VALUES",
+    "INSERT INTO email.workflow_policies (workflow) VALUES ('*')",
+)
+"""Rows the schema needs to work, inserted by the revisions that create their tables: the
+rollups' state (0007) and the default worker policy (0008), with their columns' defaults."""
 """Tables with row level security enabled."""
 
 _READ: dict[str, tuple[str, ...]] = {READER_ROLE: ("SELECT",)}
@@ -58,6 +68,7 @@ VIEW_PRIVILEGES: dict[str, dict[str, tuple[str, ...]]] = {
     "delivery_stats_hourly": _READ,
     "delivery_stats_daily": _READ,
     "pending_deliveries": _READ,
+    "delivery_health": _READ,
 }
 """Grants on the views: email_reader reads them; nobody else, anon included."""
 
@@ -80,6 +91,8 @@ FUNCTION_EXECUTE: dict[str, tuple[str, ...]] = {
     "mark_delivery_failed": (WRITER_ROLE,),
     "mark_delivery_dead_letter": (WRITER_ROLE,),
     "reap_stale_deliveries": (WRITER_ROLE,),
+    "extend_claim": (WRITER_ROLE,),
+    "delivery_health": (READER_ROLE,),
     # Operators only: no group role; the owner (Supabase's postgres, the CLI's login) runs it.
     "requeue_delivery": (),
     # The owner's internals: the triggers, the payload hand-over and the retry budget run
@@ -98,6 +111,12 @@ FUNCTION_EXECUTE: dict[str, tuple[str, ...]] = {
     "purge_delivery_events": (),
     "refresh_delivery_rollups": (),
     "maintain": (),
+    # Worker policy (revision 0008): read by the lifecycle functions as the owner.
+    "workflow_policy": (),
+    "retry_delay": (),
+    "failure_outcome": (),
+    "guard_workflow_policy": (),
+    "audit_workflow_policy": (),
 }
 """Every function by name and the roles that may execute it (``()``: nobody but its owner;
 triggers need no EXECUTE, and the lifecycle functions run as the owner)."""
@@ -272,6 +291,7 @@ def head_ddl() -> list[str]:
     statements += [
         f"ALTER TABLE {SCHEMA}.{table} ENABLE ROW LEVEL SECURITY" for table in RLS_TABLES
     ]
+    statements += list(SEED_ROWS)
     # The audit log's partitions: the default one, and the ranges from this month on.
     statements.append(
         f"CREATE TABLE {SCHEMA}.delivery_events_default PARTITION OF {SCHEMA}.delivery_events "

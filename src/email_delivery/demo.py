@@ -1,16 +1,20 @@
 """``make demo``: the package's main job end to end, on the embedded server or ``DATABASE_URL``.
 
-1. Migrate to head.
+1. Migrate to head, and give the demo's workflows their worker policy in the database
+   (``email-delivery policy set``): a 1-second lease, 3 attempts, a 1-4 s retry backoff.
+   The handler passes no lease and no retry budget: the database decides.
 2. Simulate a Pub/Sub-fed worker: about 2,000 deliveries over the three workflows, 30 % of
    the messages duplicated and everything shuffled, handled by 8 concurrent workers through
    the lifecycle API (enqueue → claim → SMTP → mark_sent / mark_failed), with injected SMTP
-   failures: transient 421s (retried through Pub/Sub redelivery), permanent 550s, and one
-   mail host that always answers 421 (dead-lettered after 3 attempts, then published to a
-   dead-letter topic). One worker crashes right after its claim; the reaper hands the
-   expired claim back and the redelivered message completes it.
-3. Print the per-workflow statistics, one delivery's audit trail, and the proof that no
-   email was sent twice (the fake SMTP server's log and the audit trail agree: at most one
-   ``sent`` event per delivery).
+   failures: transient 421s (redelivered by Pub/Sub once the workflow's backoff has passed:
+   a claim before then raises ``NotYet`` with the wait), permanent 550s, and one mail host
+   that always answers 421 (dead-lettered after 3 attempts, then published to a dead-letter
+   topic). A few sends are slower than the lease: the worker heartbeats around them
+   (``keep_claim``) and none is taken over. One worker crashes right after its claim; the
+   reaper hands the expired claim back and the redelivered message completes it.
+3. Print the per-workflow statistics, one delivery's audit trail, the proof that no email was
+   sent twice (the fake SMTP server's log and the audit trail agree: at most one ``sent``
+   event per delivery), and ``email-delivery health``.
 """
 
 from __future__ import annotations
@@ -28,17 +32,27 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
 
-from email_delivery import DeliveryTracker, make_engine, migrate, queries
+from email_delivery import DeliveryTracker, NotYet, make_engine, migrate, policies, queries
+from email_delivery import health as health_check
 from email_delivery.cli.output import ProgressBar, print_table
 from email_delivery.embedded import embedded_server
+from email_delivery.maintenance import maintain
 from email_delivery.urls import async_url
 
 DELIVERIES = 2000
 DUPLICATE_SHARE = 0.30
 WORKERS = 8
-LEASE = timedelta(seconds=1)
-MAX_ATTEMPTS = 3
 WORKFLOWS = ("verification-code", "invite", "password-reset")
+POLICY = {
+    "lease": timedelta(seconds=1),
+    "max_attempts": 3,
+    "backoff_base": timedelta(seconds=1),
+    "backoff_cap": timedelta(seconds=4),
+    "backoff_jitter": 0.2,
+}
+"""The demo's workflows' policy (set in the database; the handler passes none of it)."""
+SLOW_SEND_S = 1.6
+"""A slow SMTP server: longer than the lease, so the worker must heartbeat."""
 
 
 @contextlib.asynccontextmanager
@@ -65,8 +79,13 @@ class FakeSmtp:
         self.rng = rng
         self.accepted: Counter[str] = Counter()
 
+    def is_slow(self, delivery_id: str) -> bool:
+        return delivery_id.endswith("3") and delivery_id[-3:-1] == "00"
+
     async def send(self, delivery_id: str, recipient: str) -> str:
-        await asyncio.sleep(self.rng.uniform(0, 0.004))
+        await asyncio.sleep(
+            SLOW_SEND_S if self.is_slow(delivery_id) else self.rng.uniform(0, 0.004)
+        )
         if recipient.lower().endswith("@greylisted.example"):
             raise SmtpError(421, "4.7.0 Try again later")
         roll = self.rng.random()
@@ -93,41 +112,60 @@ class Outcome:
     redelivered: int = 0
     duplicates_skipped: int = 0
     dead_letter_published: int = 0
+    not_yet: int = 0
+    heartbeats: int = 0
+    slow_sends: int = 0
 
 
 async def handle(
-    message: Message, tracker: DeliveryTracker, smtp: FakeSmtp, dead_letters: list[str]
-) -> str:
-    """The worker's Pub/Sub handler; returns ``ack`` or ``nack`` (redeliver later)."""
+    message: Message,
+    tracker: DeliveryTracker,
+    smtp: FakeSmtp,
+    dead_letters: list[str],
+    outcome: Outcome,
+) -> tuple[str, float]:
+    """The worker's Pub/Sub handler: ``ack``, or ``nack`` with the delay before Pub/Sub
+    should redeliver (the workflow's backoff, as the database computed it)."""
     await tracker.enqueue(
         message.delivery_id,
         workflow=message.workflow,
         recipient=message.recipient,
         metadata={"template": f"{message.workflow}-v3"},
     )
-    claim = await tracker.claim(message.delivery_id, lease=LEASE)
-    if claim is None:
-        return "duplicate"  # sent, finished, or someone else holds a live claim: ack
     try:
-        reply = await smtp.send(message.delivery_id, message.recipient)
+        claim = await tracker.claim(message.delivery_id)  # the lease: the workflow's policy
+    except NotYet as wait:
+        outcome.not_yet += 1
+        return "nack", wait.wait.total_seconds()
+    if claim is None:
+        return "duplicate", 0.0  # sent, finished, or someone else holds a live claim: ack
+    try:
+        # Heartbeats keep a slow send's claim alive; a lost claim must not send.
+        async with tracker.keep_claim(claim) as keeper:
+            if not keeper.held:
+                return "duplicate", 0.0
+            reply = await smtp.send(message.delivery_id, message.recipient)
+        outcome.heartbeats += keeper.beats
+        outcome.slow_sends += keeper.beats > 0
     except SmtpError as exc:
         result = await tracker.mark_failed(
             message.delivery_id,
             attempt=claim.attempt,
             error=(f"SMTP_{exc.smtp_code}", str(exc)),
             retryable=exc.smtp_code < 500,
-            max_attempts=MAX_ATTEMPTS,
-        )
+        )  # the retry budget: the workflow's policy
         if result.status.value == "retrying":
-            return "nack"
+            retry_at = result.delivery.next_attempt_at
+            assert retry_at is not None
+            return "nack", max(0.0, (retry_at - datetime.now(UTC)).total_seconds())
         if result.status.value == "dead_letter":
             reference = f"dlq-{len(dead_letters) + 1:05d}"
             dead_letters.append(message.delivery_id)
             await tracker.mark_dead_letter(message.delivery_id, reference=reference)
-            return "dead_letter"
-        return "ack"
+            return "dead_letter", 0.0
+        return "ack", 0.0
     await tracker.mark_sent(message.delivery_id, attempt=claim.attempt, payload={"smtp": reply})
-    return "ack"
+    return "ack", 0.0
 
 
 def plan(rng: random.Random, run: str) -> list[Message]:
@@ -158,7 +196,9 @@ async def simulate(url: str, rng: random.Random) -> tuple[str, Outcome, FakeSmtp
     # The crashed worker's delivery has no duplicate message: nobody else could claim it
     # once its lease expires, so the reaper is what brings it back.
     copies = Counter(m.delivery_id for m in messages)
-    crashed = next(m for m in messages if copies[m.delivery_id] == 1)
+    crashed = next(
+        m for m in messages if copies[m.delivery_id] == 1 and not smtp.is_slow(m.delivery_id)
+    )
     messages.remove(crashed)
     queue = asyncio.Queue()
     for message in messages:
@@ -166,17 +206,24 @@ async def simulate(url: str, rng: random.Random) -> tuple[str, Outcome, FakeSmtp
     await tracker.enqueue(
         crashed.delivery_id, workflow=crashed.workflow, recipient=crashed.recipient
     )
-    await tracker.claim(crashed.delivery_id, lease=LEASE)
-    claimed_at = time.monotonic()
+    crashed_claim = await tracker.claim(crashed.delivery_id)
+    assert crashed_claim is not None
+    in_flight: set[asyncio.Task[None]] = set()
+
+    async def redeliver(message: Message, delay: float) -> None:
+        await asyncio.sleep(delay)  # Pub/Sub redelivers a nacked message after the delay
+        queue.put_nowait(message)
 
     async def worker() -> None:
         nonlocal done
         while True:
             message = await queue.get()
-            verdict = await handle(message, tracker, smtp, dead_letters)
+            verdict, delay = await handle(message, tracker, smtp, dead_letters, outcome)
             if verdict == "nack":
                 outcome.redelivered += 1
-                queue.put_nowait(message)  # Pub/Sub redelivers a nacked message
+                task = asyncio.create_task(redeliver(message, delay))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
             else:
                 outcome.acked += 1
                 outcome.duplicates_skipped += verdict == "duplicate"
@@ -185,15 +232,26 @@ async def simulate(url: str, rng: random.Random) -> tuple[str, Outcome, FakeSmtp
                 bar.update(done)
             queue.task_done()
 
+    async def settled() -> None:
+        while True:
+            await queue.join()
+            if not in_flight:
+                return
+            await asyncio.gather(*list(in_flight))
+
     tasks = [asyncio.create_task(worker()) for _ in range(WORKERS)]
     try:
-        await queue.join()
+        await settled()
         # Still in progress: the crashed worker's claim. The reaper runs once it expires.
-        await asyncio.sleep(max(0.0, LEASE.total_seconds() - (time.monotonic() - claimed_at)))
-        reaped = await tracker.reap_stale(lease=LEASE, max_attempts=MAX_ATTEMPTS)
-        queue.put_nowait(crashed)  # the ack deadline passed: Pub/Sub redelivers it
+        expires = crashed_claim.delivery.lease_expires_at
+        assert expires is not None
+        await asyncio.sleep(max(0.0, (expires - datetime.now(UTC)).total_seconds() + 0.1))
+        reaped = await tracker.reap_stale()
+        redelivery = asyncio.create_task(redeliver(crashed, 0))
+        in_flight.add(redelivery)
+        redelivery.add_done_callback(in_flight.discard)
         outcome.redelivered += 1
-        await queue.join()
+        await settled()
         bar.close()
         print(
             f"\nreaper: {len(reaped)} expired claim(s) handed back: "
@@ -271,8 +329,11 @@ async def report(url: str, run: str, outcome: Outcome, smtp: FakeSmtp, crashed: 
     smtp_twice = sum(1 for n in smtp.accepted.values() if n > 1)
     print(
         f"\nmessages: {outcome.acked:,} acked ({outcome.duplicates_skipped:,} duplicates "
-        f"skipped without sending), {outcome.redelivered:,} redelivered after a failure, "
-        f"{outcome.dead_letter_published} published to the dead-letter topic"
+        f"skipped without sending), {outcome.redelivered:,} redelivered after a failure "
+        f"({outcome.not_yet:,} of them too early: NotYet, nacked with the backoff's wait), "
+        f"{outcome.dead_letter_published} published to the dead-letter topic; "
+        f"{outcome.slow_sends} sends slower than the lease kept their claim with "
+        f"{outcome.heartbeats} heartbeats"
     )
     print(
         f"no email sent twice: {'yes' if twice == 0 and smtp_twice == 0 else 'NO'} — "
@@ -283,17 +344,75 @@ async def report(url: str, run: str, outcome: Outcome, smtp: FakeSmtp, crashed: 
     return twice == 0 and smtp_twice == 0 and unfinished == 0 and sent_rows == len(smtp.accepted)
 
 
+@contextlib.asynccontextmanager
+async def demo_policies(url: str) -> AsyncIterator[None]:
+    """The demo's workflows get ``POLICY`` for the run (as ``email-delivery policy set``
+    does); a workflow that had its own row before keeps it, one that had none loses the
+    demo's afterwards."""
+    engine = make_engine(url)
+    try:
+        before = {p.workflow for p in await policies.policies(engine)}
+        added = [w for w in WORKFLOWS if w not in before]
+        for workflow in added:
+            await policies.set_policy(engine, workflow, **POLICY)
+        shown = await policies.policies(engine, workflow=WORKFLOWS[0])
+        print(
+            f"worker policy of {', '.join(WORKFLOWS)} (email-delivery policy show): lease "
+            f"{shown[0].lease.total_seconds():g} s, {shown[0].max_attempts} attempts, backoff "
+            f"{shown[0].backoff_base.total_seconds():g}-{shown[0].backoff_cap.total_seconds():g}"
+            f" s ±{shown[0].backoff_jitter:.0%}"
+        )
+        yield
+    finally:
+        try:
+            for workflow in added:
+                await policies.reset_policy(engine, workflow)
+        finally:
+            await engine.dispose()
+
+
+async def show_health(url: str) -> None:
+    engine = make_engine(url)
+    try:
+        await maintain(engine)  # partitions ahead, rollups current: as the scheduler would
+        report = await health_check.health(engine)
+    finally:
+        await engine.dispose()
+    print("\nemail-delivery maintain, then email-delivery health")
+    print_table(
+        ["check", "workflow", "value", "threshold", "state"],
+        [
+            (
+                c.check,
+                c.workflow or "-",
+                "-" if c.value is None else round(c.value, 2),
+                "-" if c.threshold is None else round(c.threshold, 2),
+                "BREACHED" if c.breached else "ok",
+            )
+            for c in report.checks
+        ],
+        sys.stdout,
+    )
+    print(
+        "healthy (exit code 0)"
+        if report.ok
+        else f"{len(report.breached)} check(s) breached (exit code 1: a scheduler would page)"
+    )
+
+
 async def run() -> int:
     started = time.monotonic()
     async with database_url() as url:
         print("migrating to head …")
         await migrate.upgrade(url)
-        print(
-            f"simulating {DELIVERIES:,} deliveries over {len(WORKFLOWS)} workflows, "
-            f"{DUPLICATE_SHARE:.0%} duplicated Pub/Sub messages, shuffled, {WORKERS} workers"
-        )
-        run_id, outcome, smtp, crashed = await simulate(url, random.Random(2026))
-        ok = await report(url, run_id, outcome, smtp, crashed)
+        async with demo_policies(url):
+            print(
+                f"simulating {DELIVERIES:,} deliveries over {len(WORKFLOWS)} workflows, "
+                f"{DUPLICATE_SHARE:.0%} duplicated Pub/Sub messages, shuffled, {WORKERS} workers"
+            )
+            run_id, outcome, smtp, crashed = await simulate(url, random.Random(2026))
+            ok = await report(url, run_id, outcome, smtp, crashed)
+            await show_health(url)
     print(f"\ndemo finished in {time.monotonic() - started:.1f} s")
     return 0 if ok else 1
 

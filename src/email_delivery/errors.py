@@ -14,6 +14,7 @@ does not recognise is a bug and propagates unchanged, traceback and all.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, ClassVar
 
@@ -31,6 +32,7 @@ __all__ = [
     "IllegalTransition",
     "InvalidInput",
     "NotMigrated",
+    "NotYet",
     "OwnerOnly",
     "PermissionDenied",
     "ProtectedColumn",
@@ -117,6 +119,23 @@ class DeliveryNotFound(EmailDeliveryError, LookupError):
     def __init__(self, delivery_id: str) -> None:
         super().__init__(f"no delivery with id {delivery_id!r}")
         self.delivery_id = delivery_id
+
+
+class NotYet(EmailDeliveryError):
+    """A claim of a ``retrying`` delivery before its next attempt's time: its workflow's
+    backoff has not passed. Nothing changed; try again at ``retry_at`` (``wait`` from now) —
+    nack the Pub/Sub message with that delay (README, the push handler)."""
+
+    hint = "retry after the delay; the workflow's backoff is in `email-delivery policy show`"
+
+    def __init__(self, delivery_id: str, retry_at: datetime, wait: timedelta) -> None:
+        super().__init__(
+            f"delivery {delivery_id!r} may be attempted again at {retry_at.isoformat()} "
+            f"(in {max(wait.total_seconds(), 0):.1f} s)"
+        )
+        self.delivery_id = delivery_id
+        self.retry_at = retry_at
+        self.wait = max(wait, timedelta(0))
 
 
 class DeliveryConflict(EmailDeliveryError):

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Double,
     Enum,
     Identity,
     Index,
@@ -19,7 +20,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, INTERVAL
 from sqlalchemy.orm import Mapped, mapped_column
 
 from email_delivery.base import SCHEMA, Base
@@ -93,6 +94,13 @@ class Delivery(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=text("now()"))
     updated_at: Mapped[datetime] = mapped_column(server_default=text("now()"))
     """Kept current by the guard trigger ``deliveries_guard`` (``email.guard_delivery``)."""
+    lease_expires_at: Mapped[datetime | None]
+    """When the live claim ends unless its worker reports or heartbeats (revision 0008): set
+    by a claim from the workflow's policy, extended by ``extend_claim``; set exactly while
+    ``in_progress``. Every component judges a claim by it, so none can disagree."""
+    next_attempt_at: Mapped[datetime | None]
+    """The earliest next claim of a ``retrying`` delivery: its policy's backoff (revision
+    0008); NULL in every other status."""
 
     __table_args__ = (
         CheckConstraint(f"delivery_id ~ '{DELIVERY_ID_PATTERN}'", name="delivery_id_format"),
@@ -114,6 +122,13 @@ class Delivery(Base):
         ),
         CheckConstraint("(status = 'sent') = (sent_at IS NOT NULL)", name="sent_at_iff_sent"),
         CheckConstraint(_json_object_check("metadata", nullable=False), name="metadata_object"),
+        CheckConstraint(
+            "(status = 'in_progress') = (lease_expires_at IS NOT NULL)",
+            name="lease_iff_in_progress",
+        ),
+        CheckConstraint(
+            "next_attempt_at IS NULL OR status = 'retrying'", name="next_attempt_only_retrying"
+        ),
         # Every status UPDATE writes a new row version into every btree here (updated_at
         # changes, so none is HOT): each index is paid three times per delivery. Each one
         # below serves a named query (docs/scaling.md, "The index diet").
@@ -264,3 +279,120 @@ class DeliveryRollupDeletion(Base):
     )
     hour: Mapped[datetime] = mapped_column(primary_key=True)
     workflow: Mapped[str] = mapped_column(Text, primary_key=True)
+
+
+MAX_POLICY_ATTEMPTS = 100
+MAX_LEASE = "1 day"
+MAX_BACKOFF_CAP = "7 days"
+DEFAULT_POLICY_WORKFLOW = "*"
+"""The policy row of every workflow without its own row."""
+
+
+class WorkflowPolicy(Base):
+    """How deliveries of a workflow are worked (revision 0008): leases, retry budget and
+    backoff, retention, alert thresholds. The row ``'*'`` is every other workflow's.
+
+    The lifecycle functions read it whenever the caller leaves ``lease`` / ``max_attempts``
+    out; only the owner changes it (``email-delivery policy``), and every change is kept in
+    ``workflow_policy_changes``.
+    """
+
+    __tablename__ = "workflow_policies"
+
+    workflow: Mapped[str] = mapped_column(Text, primary_key=True)
+    max_attempts: Mapped[int] = mapped_column(Integer, server_default=text("5"))
+    """Attempts of one retry budget; the failure that uses the last one dead-letters."""
+    lease: Mapped[timedelta] = mapped_column(INTERVAL, server_default=text("'00:05:00'"))
+    """How long a claim lives without a heartbeat: longer than a send (SMTP timeout)."""
+    backoff_base: Mapped[timedelta] = mapped_column(INTERVAL, server_default=text("'00:00:30'"))
+    backoff_cap: Mapped[timedelta] = mapped_column(INTERVAL, server_default=text("'01:00:00'"))
+    backoff_jitter: Mapped[float] = mapped_column(Double, server_default=text("0.2"))
+    """The retry after failure n waits base * 2^(n-1), scaled by a uniform factor in
+    [1 - jitter, 1 + jitter], at most cap."""
+    keep_sent_for: Mapped[timedelta | None] = mapped_column(INTERVAL)
+    """Retention of this workflow's sent deliveries (NULL: prune's own ``older_than``)."""
+    keep_failed_for: Mapped[timedelta | None] = mapped_column(INTERVAL)
+    """Retention of its failed and dead-lettered ones (NULL: prune's ``keep_failed_for``)."""
+    alert_queued_age: Mapped[timedelta | None] = mapped_column(
+        INTERVAL, server_default=text("'00:15:00'")
+    )
+    """``health`` fails when the oldest queued delivery waited longer (NULL: never)."""
+    alert_retrying_age: Mapped[timedelta | None] = mapped_column(
+        INTERVAL, server_default=text("'02:00:00'")
+    )
+    alert_expired_claim_age: Mapped[timedelta | None] = mapped_column(
+        INTERVAL, server_default=text("'00:10:00'")
+    )
+    """… when a claim expired this long ago and no reaper took it back."""
+    alert_dead_letters_per_hour: Mapped[int | None] = mapped_column(
+        Integer, server_default=text("5")
+    )
+    alert_failure_rate: Mapped[float | None] = mapped_column(Double, server_default=text("0.1"))
+    """… when over the last 15 minutes more than this share of finished deliveries failed,
+    and more than twice the share of the last 24 hours (at least 10 finished)."""
+    updated_at: Mapped[datetime] = mapped_column(server_default=text("now()"))
+    updated_by: Mapped[str] = mapped_column(Text, server_default=text("SESSION_USER"))
+
+    __table_args__ = (
+        CheckConstraint(
+            f"workflow = '{DEFAULT_POLICY_WORKFLOW}' OR workflow ~ '{WORKFLOW_PATTERN}'",
+            name="workflow_format",
+        ),
+        CheckConstraint(
+            f"max_attempts BETWEEN 1 AND {MAX_POLICY_ATTEMPTS}", name="max_attempts_range"
+        ),
+        CheckConstraint(
+            f"lease >= interval '1 second' AND lease <= interval '{MAX_LEASE}'",
+            name="lease_range",
+        ),
+        CheckConstraint(
+            f"backoff_base >= interval '1 second' AND backoff_base <= interval '{MAX_LEASE}'",
+            name="backoff_base_range",
+        ),
+        CheckConstraint(
+            f"backoff_cap >= backoff_base AND backoff_cap <= interval '{MAX_BACKOFF_CAP}'",
+            name="backoff_cap_range",
+        ),
+        CheckConstraint("backoff_jitter BETWEEN 0 AND 1", name="backoff_jitter_range"),
+        CheckConstraint(
+            "keep_sent_for IS NULL OR keep_sent_for >= interval '1 day'", name="keep_sent_for_range"
+        ),
+        CheckConstraint(
+            "keep_failed_for IS NULL OR (keep_failed_for >= interval '1 day' "
+            "AND keep_failed_for >= coalesce(keep_sent_for, keep_failed_for))",
+            name="keep_failed_for_range",
+        ),
+        CheckConstraint(
+            "coalesce(alert_queued_age, alert_retrying_age, alert_expired_claim_age) IS NULL "
+            "OR least(alert_queued_age, alert_retrying_age, alert_expired_claim_age) "
+            "> interval '0'",
+            name="alert_ages_positive",
+        ),
+        CheckConstraint(
+            "alert_dead_letters_per_hour IS NULL OR alert_dead_letters_per_hour >= 0",
+            name="alert_dead_letters_range",
+        ),
+        CheckConstraint(
+            "alert_failure_rate IS NULL OR alert_failure_rate BETWEEN 0 AND 1",
+            name="alert_failure_rate_range",
+        ),
+    )
+
+
+class WorkflowPolicyChange(Base):
+    """One change of ``workflow_policies`` (written by its trigger): who, when, before and
+    after."""
+
+    __tablename__ = "workflow_policy_changes"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    workflow: Mapped[str] = mapped_column(Text)
+    action: Mapped[str] = mapped_column(Text)
+    before: Mapped[dict[str, Any] | None]
+    after: Mapped[dict[str, Any] | None]
+    changed_by: Mapped[str] = mapped_column(Text, server_default=text("SESSION_USER"))
+    changed_at: Mapped[datetime] = mapped_column(server_default=text("now()"))
+
+    __table_args__ = (
+        CheckConstraint("action IN ('insert', 'update', 'delete')", name="action_known"),
+    )

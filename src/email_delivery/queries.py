@@ -213,11 +213,13 @@ def pending_deliveries(
     statuses: Sequence[DeliveryStatus] = ACTIVE_STATUSES,
     limit: int = 100,
 ) -> Select[Any]:
-    """Non-terminal deliveries untouched (``updated_at``) for longer than ``older_than``.
+    """Non-terminal deliveries untouched (``updated_at``) for longer than ``older_than``,
+    but for what is still on time: an ``in_progress`` one whose claim (``lease_expires_at``)
+    is live, a ``retrying`` one whose next attempt (``next_attempt_at``) has not come.
 
     Oldest first, with ``idle_for`` (an interval). With ``older_than`` of a few minutes these
-    are the stuck ones: an ``in_progress`` row here outlived its worker's lease. Uses
-    ``(status, updated_at)``.
+    are the stuck ones: an ``in_progress`` row here outlived its claim, by the expiry the
+    claim stored (the one the reaper and every worker go by). Uses ``(status, updated_at)``.
     """
     if older_than < timedelta(0):
         raise InvalidInput("older_than", "must not be negative")
@@ -230,6 +232,7 @@ def pending_deliveries(
         select(Delivery.__table__, (func.now() - _D.updated_at).label("idle_for"))
         .where(_status_in(_D.status, chosen))
         .where(_D.updated_at < func.now() - older_than)
+        .where(func.coalesce(_D.lease_expires_at, _D.next_attempt_at, _D.updated_at) <= func.now())
     )
     if workflow is not None:
         query = query.where(_D.workflow == workflow)

@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from email_delivery import rules, sql
 from email_delivery.errors import InvalidInput, PermissionDenied, translate_errors
-from email_delivery.models import DeliveryStatus
+from email_delivery.models import DEFAULT_POLICY_WORKFLOW, DeliveryStatus
 from email_delivery.urls import location
 
 __all__ = ["PruneReport", "prune"]
@@ -52,6 +52,7 @@ _CAN_DELETE = _SQL["may_delete"]
 _PURGED_EVENTS = _SQL["purged_events"]
 _DROP_PARTITIONS = _SQL["drop_expired_event_partitions"]
 _EXPIRED_PARTITIONS = _SQL["expired_event_partitions"]
+_RETENTION_POLICIES = _SQL["retention_policies"]
 
 _EPOCH = datetime.fromisoformat("0001-01-01T00:00:00+00:00")
 
@@ -127,6 +128,11 @@ async def prune(
     """Delete ``sent`` deliveries finished more than ``older_than`` ago, ``failed`` and
     ``dead_letter`` ones after ``keep_failed_for``; their events go with them.
 
+    A workflow whose policy sets ``keep_sent_for`` / ``keep_failed_for``
+    (``email.workflow_policies``) keeps its own windows; the row ``'*'``'s, when set, replace
+    these two arguments for every other workflow (the policy in the database wins over the
+    scheduler's flags).
+
     With ``scrub_after``, finished deliveries older than that (and not yet deleted) keep
     status, attempts, error code and timestamps but lose ``metadata`` and
     ``last_error_message`` (metadata keeps only ``SCRUB_KEEPS_METADATA_KEYS``), and their
@@ -151,14 +157,21 @@ async def prune(
             )
         # The windows are measured by the database's clock, as the timestamps were written.
         moment: datetime = now or (await conn.execute(text("SELECT now()"))).scalar_one()
+        scopes = _scopes(
+            (await conn.execute(_RETENTION_POLICIES)).all(), older_than, keep_failed_for
+        )
         deletions = [
-            (DeliveryStatus.SENT, moment - older_than),
-            (DeliveryStatus.FAILED, moment - keep_failed_for),
-            (DeliveryStatus.DEAD_LETTER, moment - keep_failed_for),
+            (
+                status,
+                moment - (scope.sent if status is DeliveryStatus.SENT else scope.failed),
+                scope,
+            )
+            for scope in scopes
+            for status in (DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.DEAD_LETTER)
         ]
         report.expected_deliveries = 0
-        for status, cutoff in deletions:
-            params = {"status": status.value, "cutoff": cutoff}
+        for status, cutoff, scope in deletions:
+            params = {"status": status.value, "cutoff": cutoff, **scope.params}
             count = int((await conn.execute(_COUNT, params)).scalar_one())
             report.expected_deliveries += count
             if dry_run:
@@ -166,11 +179,14 @@ async def prune(
                 report.deleted_events += int(
                     (await conn.execute(_COUNT_EVENTS, params)).scalar_one()
                 )
-                report.by_status[status.value] = count
+                report.by_status[status.value] = report.by_status.get(status.value, 0) + count
         # Whole partitions first: the events of the deliveries deleted next are then mostly
         # gone already, and the purge trigger finds next to nothing to delete row by row.
+        # Events live as long as the longest sent window (a delivery kept longer than that,
+        # failed ones by default, is kept as a row).
+        before = moment - max(scope.sent for scope in scopes)
         partitions = _DROP_PARTITIONS if not dry_run else _EXPIRED_PARTITIONS
-        for name, rows in (await conn.execute(partitions, {"before": moment - older_than})).all():
+        for name, rows in (await conn.execute(partitions, {"before": before})).all():
             report.dropped_partitions.append(name)
             report.dropped_events_estimate += int(rows)
         if dry_run:
@@ -180,15 +196,25 @@ async def prune(
         await conn.commit()
         if progress:
             progress(report)
-        for status, cutoff in deletions:
-            deleted = await _walk(conn, _PRUNE_BATCH, status, cutoff, batch_size, report, progress)
+        for status, cutoff, scope in deletions:
+            deleted = await _walk(
+                conn, _PRUNE_BATCH, status, cutoff, scope, batch_size, report, progress
+            )
             report.deleted_deliveries += deleted[0]
             report.deleted_events += deleted[1]
-            report.by_status[status.value] = deleted[0]
+            report.by_status[status.value] = report.by_status.get(status.value, 0) + deleted[0]
         if scrub_after is not None:
+            every = _Scope(sent=older_than, failed=keep_failed_for)
             for status in (DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.DEAD_LETTER):
                 scrubbed = await _walk(
-                    conn, _SCRUB_BATCH, status, moment - scrub_after, batch_size, report, None
+                    conn,
+                    _SCRUB_BATCH,
+                    status,
+                    moment - scrub_after,
+                    every,
+                    batch_size,
+                    report,
+                    None,
                 )
                 report.scrubbed_deliveries += scrubbed[0]
                 report.scrubbed_events += scrubbed[1]
@@ -196,11 +222,59 @@ async def prune(
     return report
 
 
+@dataclass(frozen=True)
+class _Scope:
+    """One retention window and the workflows it covers: ``only`` these (None: all but
+    ``excluded``)."""
+
+    sent: timedelta
+    failed: timedelta
+    only: tuple[str, ...] | None = None
+    excluded: tuple[str, ...] = ()
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {
+            "only": None if self.only is None else list(self.only),
+            "excluded": list(self.excluded),
+        }
+
+
+def _scopes(rows: Any, older_than: timedelta, keep_failed_for: timedelta) -> list[_Scope]:
+    """The passes of a prune: a workflow whose policy sets ``keep_sent_for`` /
+    ``keep_failed_for`` gets its own windows; the row ``'*'``'s windows, else the call's,
+    cover every other workflow. A failed delivery is never kept shorter than a sent one."""
+    default_sent, default_failed = older_than, keep_failed_for
+    own: dict[str, tuple[timedelta | None, timedelta | None]] = {}
+    for workflow, sent, failed in rows:
+        if workflow == DEFAULT_POLICY_WORKFLOW:
+            default_sent, default_failed = sent or default_sent, failed or default_failed
+        else:
+            own[workflow] = (sent, failed)
+    grouped: dict[tuple[timedelta, timedelta], list[str]] = {}
+    for workflow, (sent, failed) in sorted(own.items()):
+        window = (sent or default_sent, max(failed or default_failed, sent or default_sent))
+        grouped.setdefault(window, []).append(workflow)
+    scopes = [
+        _Scope(sent=sent, failed=failed, only=tuple(workflows))
+        for (sent, failed), workflows in grouped.items()
+    ]
+    scopes.append(
+        _Scope(
+            sent=default_sent,
+            failed=max(default_failed, default_sent),
+            excluded=tuple(sorted(own)),
+        )
+    )
+    return scopes
+
+
 async def _walk(
     conn: AsyncConnection,
     statement: Any,
     status: DeliveryStatus,
     cutoff: datetime,
+    scope: _Scope,
     batch_size: int,
     report: PruneReport,
     progress: Progress | None,
@@ -218,6 +292,7 @@ async def _walk(
                     "after_queued_at": after_queued_at,
                     "after_id": after_id,
                     "batch_size": batch_size,
+                    **scope.params,
                 },
             )
         ).one()

@@ -85,7 +85,11 @@ def changes() -> list[Change]:
         old = frozen_object(previous)
         if old.statement == obj.statement:
             continue
-        retyped = obj.kind == "function" and _returns(old) != _returns(obj)
+        # CREATE OR REPLACE can change neither a function's result type nor its arguments
+        # (a new argument list is another function): drop and create it instead.
+        retyped = obj.kind == "function" and (
+            _returns(old) != _returns(obj) or old.identity != obj.identity
+        )
         found.append(Change("recreate" if retyped else "replace", obj, previous))
     for gone, path in state.items():
         if gone not in head:
@@ -167,9 +171,11 @@ def render_module(
             upgrade.append(f"{indent}op.drop_sql_object({old})")
             upgrade.append(f"{indent}op.create_sql_object({new})")
             upgrade += _grants(change.obj, indent)
-            downgrade.append(f"{indent}op.drop_sql_object({new})")
+            # Listed in upgrade order and undone in reverse: the downgrade drops the new
+            # function first, then creates the old one (its result type may differ).
             downgrade.append(f"{indent}op.create_sql_object({old})")
             downgrade += _grants(frozen_object(change.previous or ""), indent, dropped=True)
+            downgrade.append(f"{indent}op.drop_sql_object({new})")
         else:
             upgrade.append(f"{indent}op.drop_sql_object({old})")
             downgrade.append(f"{indent}op.create_sql_object({old})")

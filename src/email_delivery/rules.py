@@ -25,7 +25,13 @@ from email_delivery.errors import (
     ProtectedColumn,
     SecretInInput,
 )
-from email_delivery.models import MAX_ERROR_MESSAGE_LENGTH, MAX_JSON_BYTES, Delivery
+from email_delivery.models import (
+    MAX_BACKOFF_CAP,
+    MAX_ERROR_MESSAGE_LENGTH,
+    MAX_JSON_BYTES,
+    MAX_LEASE,
+    Delivery,
+)
 from email_delivery.models import DeliveryStatus as S
 
 # ---------------------------------------------------------------------------------------
@@ -397,6 +403,8 @@ _RENDERERS: dict[str, Callable[[], str]] = {
     "lease_expired_code": lambda: _literal(LEASE_EXPIRED_CODE),
     "max_caller_json_bytes": lambda: str(MAX_CALLER_JSON_BYTES),
     "max_batch": lambda: str(MAX_BATCH),
+    "max_lease": lambda: _literal(MAX_LEASE),
+    "max_backoff_cap": lambda: _literal(MAX_BACKOFF_CAP),
     "max_reference_length": lambda: str(MAX_REFERENCE_LENGTH),
     "max_error_message_length": lambda: str(MAX_ERROR_MESSAGE_LENGTH),
     "sqlstate_illegal_transition": lambda: _literal(str(IllegalTransition.sqlstate)),

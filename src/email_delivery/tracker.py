@@ -19,7 +19,9 @@ Input is checked in Python first (``email_delivery.validation``): bad input rais
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,21 +33,19 @@ from sqlalchemy.orm.base import manager_of_class
 from email_delivery import rules, sql
 from email_delivery import validation as v
 from email_delivery.connector import Connector, Record
-from email_delivery.errors import DeliveryConflict, DeliveryNotFound, InvalidInput
+from email_delivery.errors import DeliveryConflict, DeliveryNotFound, InvalidInput, NotYet
 from email_delivery.group_commit import Batcher, GroupCommit
 from email_delivery.models import Delivery, DeliveryEvent, DeliveryStatus
 
 __all__ = [
     "Claim",
+    "ClaimKeeper",
     "DeliveryTracker",
     "EnqueueResult",
     "GroupCommit",
     "NewDelivery",
     "TransitionResult",
 ]
-
-DEFAULT_LEASE = timedelta(minutes=5)
-DEFAULT_MAX_ATTEMPTS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +67,24 @@ class Claim:
     @property
     def delivery_id(self) -> str:
         return self.delivery.delivery_id
+
+    @property
+    def lease(self) -> timedelta:
+        """How long the claim lives without a heartbeat (its policy's lease, or the
+        caller's)."""
+        expires = self.delivery.lease_expires_at
+        started = self.delivery.last_attempted_at
+        if expires is None or started is None:
+            raise ValueError("not a live claim")
+        return expires - started
+
+
+@dataclass(slots=True)
+class ClaimKeeper:
+    """What ``DeliveryTracker.keep_claim`` yields: whether the claim is still the caller's."""
+
+    held: bool = True
+    beats: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,15 +277,74 @@ class DeliveryTracker:
 
     # -- worker steps ------------------------------------------------------------------
 
-    async def claim(self, delivery_id: str, *, lease: timedelta = DEFAULT_LEASE) -> Claim | None:
-        """Start an attempt, or ``None``: do not send (sent, failed, dead_letter, or a live
-        claim of someone else). Every worker must use the same ``lease``."""
+    async def claim(self, delivery_id: str, *, lease: timedelta | None = None) -> Claim | None:
+        """Start an attempt, or ``None``: do not send (sent, failed, dead_letter, or another
+        worker's live claim). A ``retrying`` delivery whose backoff has not passed raises
+        ``NotYet`` with the time to wait (nack the message with that delay).
+
+        The claim lives ``lease``, or its workflow's policy's lease (``workflow_policies``):
+        it stores its expiry, and every worker and the reaper judge it by that, so a worker
+        deployed with a shorter lease can no longer take over a live claim. Extend it around
+        a slow send with ``heartbeat``."""
         v.check_delivery_id(delivery_id)
-        v.check_positive_interval(lease, "lease")
+        if lease is not None:
+            v.check_positive_interval(lease, "lease")
         row = await self._one(delivery_id, "claim_delivery", lease)
         if not row["changed"]:
+            if row["retry_at"] is not None:
+                wait = row["retry_at"] - await self._now()
+                raise NotYet(delivery_id, row["retry_at"], wait)
             return None
         return Claim(delivery=_delivery(row), attempt=row["attempt"])
+
+    async def heartbeat(
+        self, delivery_id: str, *, attempt: int, lease: timedelta | None = None
+    ) -> bool:
+        """Extend the live claim of ``attempt`` by ``lease`` (default: the workflow's
+        policy's) from now, around a send that may outlast it. ``False``: the caller no
+        longer holds the claim (another attempt took it over, the reaper took it back, it
+        was reported) and must not send."""
+        v.check_delivery_id(delivery_id)
+        v.check_int(attempt, "attempt", minimum=1)
+        if lease is not None:
+            v.check_positive_interval(lease, "lease")
+        rows = await self._fetch(_SQL["extend_claim"], delivery_id, attempt, lease)
+        return bool(rows[0]["held"])
+
+    @contextlib.asynccontextmanager
+    async def keep_claim(
+        self, claim: Claim, *, every: timedelta | None = None
+    ) -> AsyncIterator[ClaimKeeper]:
+        """Heartbeat ``claim`` in the background while the block runs (a slow send):
+        ``every`` (default: a third of the claim's lease) it extends the claim by its lease.
+        ``keeper.held`` turns ``False`` once a heartbeat finds the claim taken over: check
+        it before sending, and do not send then."""
+        lease = claim.lease
+        interval = every if every is not None else lease / 3
+        v.check_positive_interval(interval, "every")
+        keeper = ClaimKeeper()
+
+        async def beat() -> None:
+            while keeper.held:
+                await asyncio.sleep(interval.total_seconds())
+                keeper.held = await self.heartbeat(
+                    claim.delivery_id, attempt=claim.attempt, lease=lease
+                )
+                keeper.beats += 1
+
+        task = asyncio.create_task(beat())
+        try:
+            yield keeper
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _now(self) -> datetime:
+        # The wait of a NotYet is measured by the database's clock, as retry_at was.
+        rows = await self._fetch(_SQL["now"])
+        moment: datetime = rows[0][0]
+        return moment
 
     async def mark_sent(
         self, delivery_id: str, *, attempt: int, payload: Mapping[str, Any] | None = None
@@ -286,14 +363,17 @@ class DeliveryTracker:
         attempt: int,
         error: BaseException | tuple[str, str],
         retryable: bool = True,
-        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        max_attempts: int | None = None,
         payload: Mapping[str, Any] | None = None,
     ) -> TransitionResult:
         """Report a failed attempt: ``retrying``, ``dead_letter`` when retries are used up,
-        or ``failed`` when not retryable. A superseded attempt changes nothing."""
+        or ``failed`` when not retryable. A superseded attempt changes nothing. A retry waits
+        for the workflow's backoff (a claim before then raises ``NotYet``); ``max_attempts``
+        overrides the workflow's policy's retry budget."""
         v.check_delivery_id(delivery_id)
         v.check_int(attempt, "attempt", minimum=1)
-        v.check_int(max_attempts, "max_attempts", minimum=1)
+        if max_attempts is not None:
+            v.check_int(max_attempts, "max_attempts", minimum=1)
         if not isinstance(retryable, bool):
             raise InvalidInput("retryable", "must be a bool")
         code, message = v.error_code_and_message(error)
@@ -329,14 +409,19 @@ class DeliveryTracker:
     async def reap_stale(
         self,
         *,
-        lease: timedelta = DEFAULT_LEASE,
-        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        lease: timedelta | None = None,
+        max_attempts: int | None = None,
         limit: int = 1000,
     ) -> list[Delivery]:
-        """Expired claims back to ``retrying`` (``dead_letter`` when retries are used up);
-        returns the deliveries it moved. Safe to run from several schedulers at once."""
-        v.check_positive_interval(lease, "lease")
-        v.check_int(max_attempts, "max_attempts", minimum=1)
+        """Claims past their stored expiry back to ``retrying`` (``dead_letter`` when the
+        retry budget, ``max_attempts`` or the workflow's policy's, is used up); returns the
+        deliveries it moved. Safe to run from several schedulers at once. ``lease`` is not
+        used since revision 0008 (each claim stores its expiry) and is accepted so existing
+        calls keep working."""
+        if lease is not None:
+            v.check_positive_interval(lease, "lease")
+        if max_attempts is not None:
+            v.check_int(max_attempts, "max_attempts", minimum=1)
         v.check_int(limit, "limit", minimum=1)
         rows = await self._fetch(_SQL["reap_stale_deliveries"], lease, max_attempts, limit)
         return [_delivery(row) for row in rows]

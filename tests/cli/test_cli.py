@@ -20,24 +20,6 @@ from email_delivery.rules import LATENCY_RELATIVE_ERROR
 from tests.support.cluster import NOBODY_LOGIN, OWNER, WORKER_LOGIN, Cluster
 from tests.support.seed import ADA, D, M, Row, seed
 
-Run = tuple[int, str, str]
-
-
-@pytest.fixture
-def cli(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], cluster: Cluster
-) -> object:
-    class Cli:
-        def __call__(self, database: str, *args: str, user: str | None = None) -> Run:
-            dsn = cluster.dsn(database, user) if user else cluster.dsn(database)
-            monkeypatch.setenv("DATABASE_URL", dsn)
-            capsys.readouterr()
-            code = main(list(args))
-            out, err = capsys.readouterr()
-            return code, out, err
-
-    return Cli()
-
 
 @pytest.fixture(scope="module")
 async def seeded_db(cluster: Cluster, template_database: str) -> AsyncIterator[str]:

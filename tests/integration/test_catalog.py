@@ -18,7 +18,8 @@ from tests.support.db import connect, events, insert_delivery
 TS = "timestamp with time zone"
 STATUS = "email.delivery_status"
 
-# (name, type, NOT NULL, default, identity) per column, in table order: the seed's tables.
+# (name, type, NOT NULL, default, identity) per column, in table order: the seed's tables
+# (and what later revisions added to them).
 COLUMNS = {
     "deliveries": [
         ("delivery_id", "text", True, None, ""),
@@ -34,6 +35,9 @@ COLUMNS = {
         ("metadata", "jsonb", True, "'{}'::jsonb", ""),
         ("created_at", TS, True, "now()", ""),
         ("updated_at", TS, True, "now()", ""),
+        # Revision 0008: the claim's stored expiry and the retry's earliest time.
+        ("lease_expires_at", TS, False, None, ""),
+        ("next_attempt_at", TS, False, None, ""),
     ],
     "delivery_events": [
         ("id", "bigint", True, None, "a"),  # GENERATED ALWAYS AS IDENTITY

@@ -30,7 +30,7 @@ from email_delivery import (
 )
 from email_delivery.rules import MAX_CALLER_JSON_BYTES
 from tests.support.cluster import DASHBOARD_LOGIN, WORKER_LOGIN, Cluster
-from tests.support.db import events, expire_claim
+from tests.support.db import events, expire_claim, skip_backoff
 from tests.unit.test_lifecycle_rules import HARMLESS_SAMPLES, SECRET_SAMPLES
 
 S = DeliveryStatus
@@ -343,8 +343,11 @@ async def test_claim_queued_starts_attempt_one(
     ]
 
 
-async def test_claim_retrying_starts_the_next_attempt(worker_tracker: DeliveryTracker) -> None:
+async def test_claim_retrying_starts_the_next_attempt(
+    worker_tracker: DeliveryTracker, owner_conn: asyncpg.Connection
+) -> None:
     await to_status(worker_tracker, S.RETRYING)
+    await skip_backoff(owner_conn, "d1")
     claim = await worker_tracker.claim("d1")
     assert claim is not None
     assert claim.attempt == 2
@@ -466,7 +469,8 @@ async def test_a_no_op_does_not_leave_its_payload_for_the_next_statement(
         async with conn.transaction():
             await conn.fetch("SELECT * FROM email.mark_delivery_sent('d1', 1, '{\"x\": 1}')")
             await conn.execute(
-                "UPDATE email.deliveries SET status = 'in_progress' WHERE delivery_id = 'd2'"
+                "UPDATE email.deliveries SET status = 'in_progress', "
+                "lease_expires_at = now() + interval '5 minutes' WHERE delivery_id = 'd2'"
             )
         payload = await conn.fetchval(
             "SELECT payload FROM email.delivery_events WHERE delivery_id = 'd2' "
@@ -781,7 +785,7 @@ async def test_reap_returns_expired_claims_to_retrying_with_a_reason(
     assert [(d.delivery_id, d.status) for d in reaped] == [("stale", S.RETRYING)]
     last = (await events(owner_conn, "stale"))[-1]
     assert (last["status"], last["error_code"]) == ("retrying", "LEASE_EXPIRED")
-    assert "within the lease" in last["error_message"]
+    assert "before its lease expired" in last["error_message"]
     assert (await row(owner_conn, "live"))["status"] == "in_progress"
 
 

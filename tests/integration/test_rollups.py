@@ -47,7 +47,8 @@ PERCENTILES = ("latency_p50_s", "latency_p95_s", "latency_p99_s")
 
 SEED = """
 INSERT INTO email.deliveries (delivery_id, workflow, recipient, status, attempts,
-    last_error_code, last_attempted_at, queued_at, sent_at, created_at, updated_at)
+    last_error_code, last_attempted_at, queued_at, sent_at, created_at, updated_at,
+    lease_expires_at)
 SELECT 'd' || g,
        (ARRAY['verification-code', 'team-invite', 'password-reset'])[1 + g % 3],
        'r' || (g % 50) || '@example.com',
@@ -59,7 +60,8 @@ SELECT 'd' || g,
        q,
        CASE WHEN s.status = 'sent'
             THEN q + ((g * 7919) % 30000) * interval '1 ms' + interval '5 ms' END,
-       q, q
+       q, q,
+       CASE WHEN s.status = 'in_progress' THEN q + interval '5 minutes' END
 FROM generate_series(1, $1) AS g,
      LATERAL (SELECT now() - (g::double precision / $1) * interval '72 hours' AS q) AS t,
      LATERAL (SELECT CASE WHEN g % 50 = 0 THEN 'failed' WHEN g % 37 = 0 THEN 'dead_letter'

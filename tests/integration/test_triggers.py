@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from email_delivery.errors import AttemptsDecreased, IllegalTransition
-from email_delivery.rules import EVENT_PAYLOAD_SETTING
+from email_delivery.rules import DELIVERY_ROW_COLUMNS, EVENT_PAYLOAD_SETTING
 from tests.support.cluster import Cluster
 from tests.support.db import connect, events, insert_delivery
 
@@ -56,12 +56,13 @@ CHANGES = [
     ("status = 'queued'", None),  # nothing changes: a no-op writes no row version, no event
     ("attempts = attempts", None),
     (
+        # Entering in_progress by hand gets the workflow's lease (the guard fills it).
         "status = 'in_progress', attempts = 1, last_error_code = NULL, last_error_message = NULL",
-        ["status", "attempts", "last_error_code", "last_error_message"],
+        ["status", "attempts", "last_error_code", "last_error_message", "lease_expires_at"],
     ),
     (
         "status = 'retrying', last_error_code = 'smtp_451', last_error_message = 'greylisted'",
-        ["status", "last_error_code", "last_error_message"],
+        ["status", "last_error_code", "last_error_message", "lease_expires_at"],
     ),
     ("attempts = 2", ["attempts"]),
     ("metadata = '{\"k\": 2}', last_error_code = 'smtp_452'", ["last_error_code", "metadata"]),
@@ -97,10 +98,8 @@ async def test_one_event_per_change_naming_its_columns_and_none_for_a_no_op(
     ]
 
 
-_COLUMN_ORDER = [
-    "workflow", "recipient", "status", "attempts", "last_error_code", "last_error_message",
-    "last_attempted_at", "queued_at", "sent_at", "metadata", "created_at",
-]  # fmt: skip
+_COLUMN_ORDER = [c for c in DELIVERY_ROW_COLUMNS if c not in ("delivery_id", "updated_at")]
+"""changed_columns lists columns in table order (delivery_id never changes; updated_at always)."""
 
 
 async def test_a_no_op_update_keeps_updated_at(owner_tx: asyncpg.Connection) -> None:

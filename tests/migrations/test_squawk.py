@@ -60,6 +60,28 @@ IGNORED: dict[str, dict[str, str]] = {
             "the revision's own statements end where Alembic commits its transaction"
         ),
     },
+    "0008": {
+        "ban-drop-function": (
+            "the lifecycle functions return the delivery row, which gains two columns: each is "
+            "dropped and created again with its grants in the same transaction, and the "
+            "arguments of every call that worked before still work"
+        ),
+        "prefer-bigint-over-int": (
+            "max_attempts and alert_dead_letters_per_hour count attempts and letters per hour "
+            "(CHECKed to 1-100 and >= 0): a policy value, not a growing key"
+        ),
+        "prefer-robust-stmts": (
+            "the columns, tables and constraints are added inside the revision's transaction "
+            "(a failure rolls it back whole); the VALIDATE steps after it can be rerun as "
+            "they are"
+        ),
+        "transaction-nesting": (
+            "the COMMIT/BEGIN around the VALIDATE steps is Alembic's autocommit block"
+        ),
+        "ban-uncommitted-transaction": (
+            "the revision's own statements end where Alembic commits its transaction"
+        ),
+    },
     "0007": {
         "prefer-bigint-over-smallint": (
             "latency_bucket holds a histogram bucket number between -61 and 121 "

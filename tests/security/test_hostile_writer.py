@@ -96,16 +96,13 @@ TINY_LEASE = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the lease is still the caller's argument: issue 10 stores it with the claim (W27)",
-)
 @pytest.mark.parametrize("call", TINY_LEASE)
 async def test_writer_cannot_take_over_a_live_claim_with_a_tiny_lease(
     owner: asyncpg.Connection, worker: asyncpg.Connection, call: str
 ) -> None:
     """The claim was made with the agreed 5-minute lease a moment ago; the lease a later
-    caller passes must not decide that it has expired (the lease belongs to the claim)."""
+    caller passes must not decide that it has expired: since revision 0008 the claim stores
+    its expiry (W27)."""
     await arrange_one_of_each(worker)
     before = await snapshot(owner)
     rows, error = await attempt_fetch(worker, TINY_LEASE[call])

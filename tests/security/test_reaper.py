@@ -18,8 +18,8 @@ REAP = (
     "SELECT delivery_id, status::text FROM email.reap_stale_deliveries($1::text::interval, 5, 1000)"
 )
 EXPIRE = (
-    "UPDATE email.deliveries SET last_attempted_at = now() - interval '1 hour' "
-    "WHERE status = 'in_progress'"
+    "UPDATE email.deliveries SET last_attempted_at = now() - interval '1 hour', "
+    "lease_expires_at = now() - interval '55 minutes' WHERE status = 'in_progress'"
 )
 
 POISONS = {
@@ -30,8 +30,9 @@ POISONS = {
     "update-out-of-range": "UPDATE email.deliveries SET metadata = metadata || "
     "'{\"requeued_at_attempt\": 99999999999}' WHERE delivery_id = 'poisoned'",
     "insert-text": "INSERT INTO email.deliveries (delivery_id, workflow, recipient, status, "
-    "attempts, last_attempted_at, metadata) VALUES ('poisoned-new', 'verification-code', "
-    "'p@example.com', 'in_progress', 1, now() - interval '1 hour', "
+    "attempts, last_attempted_at, lease_expires_at, metadata) VALUES ('poisoned-new', "
+    "'verification-code', 'p@example.com', 'in_progress', 1, now() - interval '1 hour', "
+    "now() - interval '55 minutes', "
     '\'{"requeued_at_attempt": "x"}\')',
 }
 

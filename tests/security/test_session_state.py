@@ -80,8 +80,8 @@ async def test_a_session_event_payload_cannot_reach_a_later_lifecycle_call(
     await arrange(worker, "v-in_progress", "in_progress")
     await time_travel(
         superuser,
-        "UPDATE email.deliveries SET last_attempted_at = now() - interval '1 hour' "
-        "WHERE delivery_id = 'v-in_progress'",
+        "UPDATE email.deliveries SET last_attempted_at = now() - interval '1 hour', "
+        "lease_expires_at = now() - interval '55 minutes' WHERE delivery_id = 'v-in_progress'",
     )
     last_event = await owner.fetchval("SELECT max(id) FROM email.delivery_events")
 

@@ -34,22 +34,34 @@ async def insert_delivery(conn: asyncpg.Connection, delivery_id: str, **columns:
 
 async def events(conn: asyncpg.Connection, delivery_id: str) -> list[asyncpg.Record]:
     """The delivery's events, oldest first: status, attempt, error code and message, payload
-    (as JSON text). Left out: the events of ``expire_claim``, whose owner's edit of the claim's
-    stamp stands in for time passing (and is audited like any other edit)."""
+    (as JSON text). Left out: the events of ``expire_claim`` and ``skip_backoff``, whose
+    owner's edits stand in for time passing (and are audited like any other edit)."""
     return await conn.fetch(
         "SELECT status::text, attempt, error_code, error_message, payload::text "
         "FROM email.delivery_events WHERE delivery_id = $1 "
-        "AND changed_columns IS DISTINCT FROM ARRAY['last_attempted_at'] ORDER BY id",
+        "AND changed_columns IS DISTINCT FROM ARRAY['last_attempted_at', 'lease_expires_at'] "
+        "AND changed_columns IS DISTINCT FROM ARRAY['next_attempt_at'] ORDER BY id",
         delivery_id,
     )
 
 
 async def expire_claim(conn: asyncpg.Connection, delivery_id: str, age: str) -> None:
-    """Move the claim's stamp into the past (the database clock decides leases); ``conn`` is
-    the owner's, the one login that may edit a row by hand."""
+    """Move the claim into the past by ``age``, its stored expiry with it (the database clock
+    decides leases); ``conn`` is the owner's, the one login that may edit a row by hand."""
     await conn.execute(
-        "UPDATE email.deliveries SET last_attempted_at = now() - $2::text::interval "
+        "UPDATE email.deliveries SET last_attempted_at = now() - $2::text::interval, "
+        "lease_expires_at = now() - $2::text::interval + (lease_expires_at - last_attempted_at) "
         "WHERE delivery_id = $1",
         delivery_id,
         age,
+    )
+
+
+async def skip_backoff(conn: asyncpg.Connection, delivery_id: str) -> None:
+    """Let a ``retrying`` delivery be claimed now, as if its backoff had passed (the owner's
+    edit; the backoff itself is tested in test_policies.py)."""
+    await conn.execute(
+        "UPDATE email.deliveries SET next_attempt_at = now() WHERE delivery_id = $1 "
+        "AND status = 'retrying'",
+        delivery_id,
     )

@@ -119,3 +119,27 @@ async def operator_tracker(cluster: Cluster, database: str) -> AsyncIterator[Del
     async with DeliveryTracker(engine) as tracker:
         yield tracker
     await engine.dispose()
+
+
+Run = tuple[int, str, str]
+"""An ``email-delivery`` run in-process: exit code, stdout, stderr."""
+
+
+@pytest.fixture
+def cli(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], cluster: Cluster
+) -> object:
+    """``cli(database, *args, user=None)``: the command as a user runs it, with
+    ``DATABASE_URL`` pointing at ``database`` (as the owner unless ``user``)."""
+    from email_delivery.cli import main
+
+    class Cli:
+        def __call__(self, database: str, *args: str, user: str | None = None) -> Run:
+            dsn = cluster.dsn(database, user) if user else cluster.dsn(database)
+            monkeypatch.setenv("DATABASE_URL", dsn)
+            capsys.readouterr()
+            code = main(list(args))
+            out, err = capsys.readouterr()
+            return code, out, err
+
+    return Cli()

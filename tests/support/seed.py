@@ -17,6 +17,8 @@ from sqlalchemy.engine import make_url
 
 from tests.support.cluster import Cluster
 
+SEED_LEASE = timedelta(minutes=5)
+"""The claims in flight were made with the default policy's lease."""
 M = timedelta(minutes=1)
 H = timedelta(hours=1)
 D = timedelta(days=1)
@@ -117,8 +119,10 @@ async def seed(cluster: Cluster, database: str, rows: tuple[Row, ...] = ROWS) ->
                     """
                     INSERT INTO email.deliveries (delivery_id, workflow, recipient, status,
                         attempts, last_error_code, last_error_message, last_attempted_at,
-                        queued_at, sent_at, metadata, created_at, updated_at)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $9, $12)
+                        queued_at, sent_at, metadata, created_at, updated_at, lease_expires_at)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $9, $12,
+                            CASE WHEN $4::email.delivery_status = 'in_progress'
+                                 THEN $8::timestamptz + $13::interval END)
                     """,
                     r.delivery_id,
                     r.workflow,
@@ -132,6 +136,7 @@ async def seed(cluster: Cluster, database: str, rows: tuple[Row, ...] = ROWS) ->
                     None if r.sent_after is None else queued_at + r.sent_after,
                     json.dumps(r.metadata),
                     now - r.updated_ago,
+                    SEED_LEASE,
                 )
                 trail = (
                     I2_EVENTS

@@ -39,10 +39,14 @@ def register(commands: Commands) -> None:
     stuck.add_argument(
         "--reap",
         action="store_true",
-        help="move in_progress claims older than --older-than back to retrying "
+        help="move claims past their stored expiry back to retrying "
         "(dead_letter when out of attempts)",
     )
-    stuck.add_argument("--max-attempts", type=common.positive_int, default=5)
+    stuck.add_argument(
+        "--max-attempts",
+        type=common.positive_int,
+        help="the retry budget when reaping (default: each workflow's policy)",
+    )
     common.add_format_flags(stuck)
     stuck.set_defaults(func=cmd_stuck)
 
@@ -122,9 +126,7 @@ async def cmd_stuck(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             from email_delivery.tracker import DeliveryTracker
 
             async with DeliveryTracker(conn.engine) as tracker:
-                moved = await tracker.reap_stale(
-                    lease=args.older_than, max_attempts=args.max_attempts, limit=args.limit
-                )
+                moved = await tracker.reap_stale(max_attempts=args.max_attempts, limit=args.limit)
             reaped = [
                 {"delivery_id": d.delivery_id, "status": d.status, "attempts": d.attempts}
                 for d in moved

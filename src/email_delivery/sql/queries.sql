@@ -29,6 +29,12 @@ SELECT * FROM email.mark_deliveries_sent($1::text[], $2::integer[], $3::jsonb[])
 -- name: mark_deliveries_failed
 SELECT * FROM email.mark_deliveries_failed($1::text[], $2::integer[], $3::text[], $4::text[], $5::boolean[], $6::integer[], $7::jsonb[]);
 
+-- name: extend_claim
+SELECT * FROM email.extend_claim($1, $2, $3);
+
+-- name: now
+SELECT now();
+
 -- name: mark_delivery_dead_letter
 SELECT * FROM email.mark_delivery_dead_letter($1, $2);
 
@@ -39,7 +45,7 @@ SELECT * FROM email.requeue_delivery($1, $2);
 SELECT * FROM email.reap_stale_deliveries($1, $2, $3);
 
 -- name: get_delivery
-SELECT /*{delivery_columns}*/delivery_id, workflow, recipient, status, attempts, last_error_code, last_error_message, last_attempted_at, queued_at, sent_at, metadata, created_at, updated_at/*{end}*/
+SELECT /*{delivery_columns}*/delivery_id, workflow, recipient, status, attempts, last_error_code, last_error_message, last_attempted_at, queued_at, sent_at, metadata, created_at, updated_at, lease_expires_at, next_attempt_at/*{end}*/
 FROM email.deliveries WHERE delivery_id = $1;
 
 -- name: delivery_history

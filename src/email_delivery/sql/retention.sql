@@ -1,5 +1,6 @@
 -- The statements of retention (email_delivery.retention), run as the table owner through
--- SQLAlchemy (named :parameters). A batch walks one status in (queued_at, delivery_id)
+-- SQLAlchemy (named :parameters). A pass covers the workflows of one retention window
+-- (:only, or every workflow but :excluded: those with a window of their own). A batch walks one status in (queued_at, delivery_id)
 -- order from a cursor on ix_deliveries_finished (the literal status list implies the partial
 -- index's predicate, also in a generic plan), locking up to :batch_size finished rows and
 -- skipping any a worker holds; the action re-checks status and age itself.
@@ -14,6 +15,8 @@ SELECT d.delivery_id, d.queued_at
 FROM email.deliveries d
 WHERE d.status = CAST(:status AS email.delivery_status) AND d.queued_at < :cutoff
   AND d.status IN /*{terminal_statuses}*/('sent', 'failed', 'dead_letter')/*{end}*/
+  AND (CAST(:only AS text[]) IS NULL OR d.workflow = ANY (CAST(:only AS text[])))
+  AND d.workflow <> ALL (CAST(:excluded AS text[]))
   AND (d.queued_at, d.delivery_id) > (:after_queued_at, :after_id)
 ORDER BY d.queued_at, d.delivery_id
 LIMIT :batch_size
@@ -94,13 +97,22 @@ changed_rows AS (
 SELECT count(*) FROM email.deliveries d
 WHERE d.status = CAST(:status AS email.delivery_status) AND d.queued_at < :cutoff
   AND d.status IN /*{terminal_statuses}*/('sent', 'failed', 'dead_letter')/*{end}*/
+  AND (CAST(:only AS text[]) IS NULL OR d.workflow = ANY (CAST(:only AS text[])))
+  AND d.workflow <> ALL (CAST(:excluded AS text[]))
   AND /*{block:finished_at}*/ < :cutoff;
 
 -- name: count_candidate_events
 SELECT count(*) FROM email.deliveries d JOIN email.delivery_events e USING (delivery_id)
 WHERE d.status = CAST(:status AS email.delivery_status) AND d.queued_at < :cutoff
   AND d.status IN /*{terminal_statuses}*/('sent', 'failed', 'dead_letter')/*{end}*/
+  AND (CAST(:only AS text[]) IS NULL OR d.workflow = ANY (CAST(:only AS text[])))
+  AND d.workflow <> ALL (CAST(:excluded AS text[]))
   AND /*{block:finished_at}*/ < :cutoff;
+
+-- name: retention_policies
+-- Workflows whose policy sets its own retention (and the default row '*').
+SELECT workflow, keep_sent_for, keep_failed_for FROM email.workflow_policies
+WHERE keep_sent_for IS NOT NULL OR keep_failed_for IS NOT NULL;
 
 -- name: may_delete
 -- Retention runs as the table owner: the only role that may delete from schema email.

@@ -27,7 +27,9 @@ BEGIN
             CASE WHEN n.queued_at IS DISTINCT FROM o.queued_at THEN 'queued_at' END,
             CASE WHEN n.sent_at IS DISTINCT FROM o.sent_at THEN 'sent_at' END,
             CASE WHEN n.metadata IS DISTINCT FROM o.metadata THEN 'metadata' END,
-            CASE WHEN n.created_at IS DISTINCT FROM o.created_at THEN 'created_at' END], NULL)/*{end}*/ AS changed) AS c
+            CASE WHEN n.created_at IS DISTINCT FROM o.created_at THEN 'created_at' END,
+            CASE WHEN n.lease_expires_at IS DISTINCT FROM o.lease_expires_at THEN 'lease_expires_at' END,
+            CASE WHEN n.next_attempt_at IS DISTINCT FROM o.next_attempt_at THEN 'next_attempt_at' END], NULL)/*{end}*/ AS changed) AS c
     WHERE c.changed <> '{}';
     RETURN NULL;
 END

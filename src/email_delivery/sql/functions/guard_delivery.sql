@@ -10,6 +10,17 @@ BEGIN
     -- Every rule of a delivery row, for every client: the lifecycle functions, a hand-typed
     -- statement, a migration. What only the schema owner may do is decided by the login
     -- (email.is_owner_session()), asked only when a change needs it.
+    -- A claim's expiry exists only while it is in progress, a retry's earliest time only
+    -- while retrying: leaving the status clears them (revision 0008), and entering
+    -- in_progress without an expiry (an owner's edit) gets the workflow's lease.
+    IF NEW.status <> 'in_progress' THEN
+        NEW.lease_expires_at := NULL;
+    ELSIF NEW.lease_expires_at IS NULL THEN
+        NEW.lease_expires_at := now() + (email.workflow_policy(NEW.workflow)).lease;
+    END IF;
+    IF NEW.status <> 'retrying' THEN
+        NEW.next_attempt_at := NULL;
+    END IF;
     IF TG_OP = 'UPDATE' THEN
         IF NEW IS NOT DISTINCT FROM OLD THEN
             -- Nothing changes: no new row version, no event, updated_at stays.
@@ -57,11 +68,27 @@ BEGIN
                 THEN 'last_attempted_at'
             WHEN NEW.status = 'sent' AND NEW.sent_at IS NOT NULL AND NEW.sent_at <> now()
                 THEN 'sent_at'
+            -- A claim or a heartbeat sets the expiry, no further than the longest lease
+            -- (leaving in_progress clears it, above).
+            WHEN NEW.lease_expires_at IS DISTINCT FROM OLD.lease_expires_at
+                 AND NEW.lease_expires_at IS NOT NULL
+                 AND NOT (NEW.lease_expires_at > now()
+                          AND NEW.lease_expires_at <= now() + interval /*{max_lease}*/'1 day'/*{end}*/)
+                THEN 'lease_expires_at'
+            -- A failed attempt sets the next one's time, no further than the longest backoff.
+            WHEN NEW.next_attempt_at IS DISTINCT FROM OLD.next_attempt_at
+                 AND NEW.next_attempt_at IS NOT NULL
+                 AND NOT (OLD.status = 'in_progress' AND NEW.next_attempt_at >= now()
+                          AND NEW.next_attempt_at <= now() + interval /*{max_backoff_cap}*/'7 days'/*{end}*/)
+                THEN 'next_attempt_at'
             WHEN NEW.metadata->/*{requeued_at_attempt_key}*/'requeued_at_attempt'/*{end}*/ IS DISTINCT FROM OLD.metadata->/*{requeued_at_attempt_key}*/'requeued_at_attempt'/*{end}*/
                  AND NOT (OLD.status IN /*{failed_statuses}*/('failed', 'dead_letter')/*{end}*/ AND NEW.status = 'queued')
                 THEN 'metadata'
+            -- A reference, once recorded, changes only when the delivery is dead-lettered
+            -- again (after a requeue: a new message on the dead-letter topic).
             WHEN OLD.metadata ? /*{dead_letter_reference_key}*/'dead_letter_reference'/*{end}*/
                  AND NEW.metadata->/*{dead_letter_reference_key}*/'dead_letter_reference'/*{end}*/ IS DISTINCT FROM OLD.metadata->/*{dead_letter_reference_key}*/'dead_letter_reference'/*{end}*/
+                 AND NOT (OLD.status IN /*{active_statuses}*/('queued', 'in_progress', 'retrying')/*{end}*/ AND NEW.status = 'dead_letter')
                 THEN 'metadata'
         END;
     ELSE
