@@ -63,6 +63,20 @@ CLAIMABLE_STATUSES = (S.QUEUED, S.RETRYING)
 """A claim starts an attempt from these (or from an ``in_progress`` whose lease expired)."""
 
 
+CLAIMABLE_ROW = (
+    "((d.status IN {claimable} AND coalesce(d.next_attempt_at, '-infinity') <= now())"
+    " OR (d.status = 'in_progress' AND d.lease_expires_at <= now()))"
+)
+"""Which row ``d`` a claim takes: queued, or retrying once its next attempt has come, or
+in_progress whose stored expiry has passed. The one text of the rule for the one-id claim
+and the array claim (a placeholder in both files)."""
+CLAIM_ASSIGNMENTS = (
+    "status = 'in_progress', attempts = d.attempts + 1, last_attempted_at = now(), "
+    "lease_expires_at = now() + coalesce(p_lease, (email.workflow_policy(d.workflow)).lease)"
+)
+"""What a claim writes: the new attempt and its expiry, ``p_lease`` or the workflow's lease."""
+
+
 def is_allowed(old: S, new: S) -> bool:
     """Whether a delivery may move from ``old`` to ``new``."""
     return old == new or new in TRANSITIONS[old]
@@ -389,7 +403,10 @@ def _delivery_row_types() -> str:
 _RENDERERS: dict[str, Callable[[], str]] = {
     "transitions": _transition_rows,
     "active_statuses": lambda: _sql_list(s.value for s in ACTIVE_STATUSES),
-    "claimable_statuses": lambda: _sql_list(s.value for s in CLAIMABLE_STATUSES),
+    "claimable_row": lambda: CLAIMABLE_ROW.format(
+        claimable=_sql_list(s.value for s in CLAIMABLE_STATUSES)
+    ),
+    "claim_assignments": lambda: CLAIM_ASSIGNMENTS,
     "failed_statuses": lambda: _sql_list(s.value for s in FAILED_STATUSES),
     "terminal_statuses": lambda: _sql_list(s.value for s in TERMINAL_STATUSES),
     "delivery_row": lambda: ", ".join(f"d.{name}" for name in DELIVERY_ROW_COLUMNS),

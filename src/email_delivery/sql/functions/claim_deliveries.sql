@@ -10,8 +10,9 @@ DECLARE
 BEGIN
     -- SECURITY DEFINER: the worker holds no write grant on the tables, only EXECUTE on the
     -- lifecycle functions; the guard trigger checks the row as it checks any client's.
-    -- The one definition of a claim: claim_delivery is its one-id case, and the tracker's
-    -- group commit sends many. One row per input position, in input order, each what a
+    -- The array claim: the tracker's group commit sends many ids; claim_delivery is the
+    -- one-id case, written out (one UPDATE), with the same rule (the claimable_row and
+    -- claim_assignments placeholders). One row per input position, in input order, each what a
     -- claim of that id alone would have returned had the calls run one after another in that
     -- order (a repeated id is claimed by its first position; the later ones see that live
     -- claim). An unknown id returns no row.
@@ -41,13 +42,10 @@ BEGIN
     ),
     claimed AS (
         UPDATE email.deliveries AS d
-        SET status = 'in_progress', attempts = d.attempts + 1, last_attempted_at = now(),
-            lease_expires_at = now() + coalesce(p_lease, (email.workflow_policy(d.workflow)).lease)
+        SET /*{claim_assignments}*/status = 'in_progress', attempts = d.attempts + 1, last_attempted_at = now(), lease_expires_at = now() + coalesce(p_lease, (email.workflow_policy(d.workflow)).lease)/*{end}*/
         FROM input
         WHERE d.delivery_id = input.delivery_id
-          AND ((d.status IN /*{claimable_statuses}*/('queued', 'retrying')/*{end}*/
-                AND coalesce(d.next_attempt_at, '-infinity') <= now())
-               OR (d.status = 'in_progress' AND d.lease_expires_at <= now()))
+          AND /*{claimable_row}*/((d.status IN ('queued', 'retrying') AND coalesce(d.next_attempt_at, '-infinity') <= now()) OR (d.status = 'in_progress' AND d.lease_expires_at <= now()))/*{end}*/
         RETURNING d.delivery_id
     )
     SELECT coalesce(array_agg(claimed.delivery_id), '{}') INTO claimed_ids FROM claimed;
