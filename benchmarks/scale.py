@@ -185,7 +185,7 @@ async def monthly_partitions(conn: asyncpg.Connection, months: int) -> datetime:
 
 async def sizes(conn: asyncpg.Connection) -> dict[str, Any]:
     def mb(value: int) -> float:
-        return round(value / 1048576, 1)
+        return round(float(value) / 1048576, 1)
 
     deliveries = await conn.fetchrow(
         "SELECT pg_relation_size('email.deliveries') AS heap, "
