@@ -21,6 +21,7 @@ Measured (plans go to ``benchmarks/results/scale_*.txt``):
 
 - by id and recipient history (50 newest): p50/p99 through the package's statement
   builders on an async SQLAlchemy engine, and the same SQL as a prepared asyncpg statement;
+  and p50/p99 of the server's own execution time (``EXPLAIN (ANALYZE, TIMING OFF)``);
 - the stuck list (``pending_deliveries``, older than 10 minutes, 100 rows);
 - statistics: the ``delivery_stats_24h`` view, ``delivery_stats`` over 30 days (total and
   daily) and 90 days (total, and the ``delivery_stats_daily`` view), median of 5 runs;
@@ -398,6 +399,29 @@ async def measure(
             runs = await timed_many(sa, [stuck] * 5)
             result["stuck_ms"] = round(statistics.median(runs), 2)
             result["stuck_rows"] = len((await sa.execute(stuck)).all())
+        # The same two reads timed by the server alone (EXPLAIN ANALYZE's execution time,
+        # no per-node timing): what the query costs, without the client's and the
+        # scheduler's share, which on a loaded machine dominate the client-side p99.
+        for name, sql, values in (
+            (
+                "by_id",
+                "SELECT * FROM email.deliveries WHERE delivery_id = $1",
+                [f"bench-{rng.randint(1, n)}" for _ in range(args.samples // 2)],
+            ),
+            (
+                "recipient_history",
+                "SELECT * FROM email.deliveries WHERE recipient = $1 "
+                "ORDER BY queued_at DESC, delivery_id DESC LIMIT 50",
+                [f"user{rng.randrange(recipients)}@example.com" for _ in range(args.samples // 2)],
+            ),
+        ):
+            prepared = await conn.prepare(f"EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON) {sql}")
+            server = []
+            for value in values:
+                plan = json.loads(await prepared.fetchval(value))
+                server.append(float(plan[0]["Execution Time"]))
+            result[f"{name}_server_p50_ms"] = round(statistics.median(server), 3)
+            result[f"{name}_server_p99_ms"] = round(_percentile(server, 0.99), 3)
         plans["by_id"] = await explain(conn, "by_id", _sql(by_id[0]))
         plans["with_events"] = await explain(conn, "with_events", _sql(with_events[0]))
         plans["recipient_history"] = await explain(conn, "recipient_history", _sql(history[0]))
@@ -546,6 +570,12 @@ def table(r: dict[str, Any]) -> str:
             f"{s['rollups_total_mb']} MB ({s['rollup_rows']:,} rows) / {s['database_mb']:,} MB",
         ),
         ("seq scan of deliveries", f"{r['seq_scan_deliveries_s']} s"),
+        (
+            "server time p50 / p99: by id, history",
+            f"{r['by_id_server_p50_ms']} / {r['by_id_server_p99_ms']} ms, "
+            f"{r['recipient_history_server_p50_ms']} / "
+            f"{r['recipient_history_server_p99_ms']} ms",
+        ),
         (
             "by id p50 / p99",
             f"{r['by_id_p50_ms']} / {r['by_id_p99_ms']} ms "
