@@ -7,12 +7,13 @@ commit on (``embedded_server(durable=True)``); with it, it uses that server. Eit
 creates a scratch database (the URL's role must be a superuser: seeding turns triggers off),
 migrates it to head and drops it at the end.
 
-Seeding, in seconds rather than minutes: the secondary indexes are dropped (their
-definitions kept from ``pg_indexes``), deliveries and events are generated server-side by
-``INSERT … SELECT`` over ``generate_series`` with ``session_replication_role = replica``
-(no audit trigger, no FK check: the events are generated consistently instead, 1 + 2 x
-attempts per delivery, about 4 on average), the indexes are rebuilt from their exact
-definitions and ``VACUUM ANALYZE`` runs. Deliveries span 30 days over three workflows and
+Seeding, in seconds rather than minutes (``_seed.py``, shared with ``scale.py``): the
+indexes and keys of both tables are dropped, deliveries and events are generated
+server-side by ``INSERT … SELECT`` over ``generate_series`` with
+``session_replication_role = replica`` (no audit or purge trigger: the events are generated
+consistently instead, 1 + 2 x attempts per delivery, about 4 on average), the indexes are
+rebuilt from their exact definitions (one per partition of the audit log, attached to the
+parent's) and ``VACUUM ANALYZE`` runs. Deliveries span 30 days over three workflows and
 100,000 recipients: 93 % sent, 3 % failed, 2 % dead_letter, 2 % in flight.
 
 Measured (each query's ``EXPLAIN (ANALYZE, BUFFERS)`` goes to ``benchmarks/results/``):
@@ -40,6 +41,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import _seed
 import asyncpg
 from sqlalchemy import Select
 from sqlalchemy.dialects import postgresql
@@ -60,67 +62,6 @@ TARGETS = {
     "prune_deliveries_per_s": 50_000.0,
     "prune_longest_statement_s": 1.0,
 }
-
-SEED_DELIVERIES = """
-INSERT INTO email.deliveries (delivery_id, workflow, recipient, status, attempts,
-    last_error_code, last_error_message, last_attempted_at, queued_at, sent_at, metadata,
-    created_at, updated_at, lease_expires_at, next_attempt_at)
-SELECT 'bench-' || i,
-       (ARRAY['verification-code', 'invite', 'password-reset'])[1 + i % 3],
-       'user' || (i::bigint * 7919 % {recipients}) || '@example.com',
-       s.status::email.delivery_status,
-       s.attempts,
-       CASE WHEN s.status IN ('failed', 'dead_letter', 'retrying') THEN 'SMTP_421' END,
-       CASE WHEN s.status IN ('failed', 'dead_letter', 'retrying')
-            THEN '4.7.0 Service not available' END,
-       q.queued_at + s.attempts * interval '2 seconds',
-       q.queued_at,
-       CASE WHEN s.status = 'sent'
-            THEN q.queued_at + (0.5 + (i % 300) / 10.0) * interval '1 second' END,
-       jsonb_build_object('template', 'v' || (i % 5)),
-       q.queued_at,
-       q.queued_at + s.attempts * interval '2 seconds',
-       -- Revision 0008: a claim stores its expiry, a retry its earliest next attempt.
-       CASE WHEN s.status = 'in_progress'
-            THEN q.queued_at + s.attempts * interval '2 seconds' + interval '5 minutes' END,
-       CASE WHEN s.status = 'retrying'
-            THEN q.queued_at + s.attempts * interval '2 seconds' + interval '30 seconds' END
-FROM generate_series(1, {n}) AS i
-CROSS JOIN LATERAL (
-    -- Insertion order follows time, as in production; the newest 2 % are still in flight.
-    SELECT now() - interval '30 days' * (1 - i::float8 / {n}) AS queued_at
-) q
-CROSS JOIN LATERAL (
-    SELECT CASE
-               WHEN i > {n} * 0.98 THEN (ARRAY['queued', 'in_progress', 'retrying'])[1 + i % 3]
-               WHEN i % 100 < 3 THEN 'failed'
-               WHEN i % 100 < 5 THEN 'dead_letter'
-               ELSE 'sent'
-           END AS status,
-           CASE WHEN i % 10 < 6 THEN 1 WHEN i % 10 < 9 THEN 2 ELSE 3 END AS attempts
-) s
-"""
-
-# 1 + 2 * attempts events: queued, then in_progress and (retrying | the final status) per attempt.
-SEED_EVENTS = """
-INSERT INTO email.delivery_events (delivery_id, status, attempt, error_code, error_message,
-    payload, created_at)
-SELECT d.delivery_id,
-       (CASE WHEN k = 0 THEN 'queued'
-             WHEN k % 2 = 1 THEN 'in_progress'
-             WHEN k < 2 * d.attempts THEN 'retrying'
-             ELSE d.status::text END)::email.delivery_status,
-       (k + 1) / 2,
-       CASE WHEN k > 0 AND k % 2 = 0 AND (k < 2 * d.attempts OR d.status <> 'sent')
-            THEN 'SMTP_421' END,
-       NULL,
-       CASE WHEN k = 2 * d.attempts AND d.status = 'sent'
-            THEN '{"smtp": "250 2.0.0 OK"}'::jsonb END,
-       d.queued_at + k * interval '1 second'
-FROM email.deliveries d
-CROSS JOIN LATERAL generate_series(0, 2 * d.attempts) AS k
-WHERE d.status <> 'queued' OR k = 0
-"""
 
 
 @contextlib.asynccontextmanager
@@ -152,39 +93,9 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 async def seed(conn: asyncpg.Connection, n: int, log: Any) -> dict[str, float]:
-    timings: dict[str, float] = {}
-    indexes = await conn.fetch(
-        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'email' "
-        "AND tablename IN ('deliveries', 'delivery_events') AND indexname NOT LIKE 'pk_%'"
-    )
-    await conn.execute("SET maintenance_work_mem = '1GB'")
-    for row in indexes:
-        await conn.execute(f'DROP INDEX email."{row["indexname"]}"')
-    async with conn.transaction():
-        await conn.execute("SET LOCAL session_replication_role = replica")
-        started = time.perf_counter()
-        await conn.execute(SEED_DELIVERIES.format(n=n, recipients=RECIPIENTS))
-        timings["seed_deliveries_s"] = time.perf_counter() - started
-        log(f"  {n:,} deliveries in {timings['seed_deliveries_s']:.1f} s")
-        started = time.perf_counter()
-        await conn.execute(SEED_EVENTS)
-        timings["seed_events_s"] = time.perf_counter() - started
-        log(f"  events in {timings['seed_events_s']:.1f} s")
-    started = time.perf_counter()
-    for row in indexes:
-        # pg_indexes shows a partitioned table's index as ``ON ONLY``, which would leave it
-        # invalid with no index on any partition; without ONLY it cascades to them.
-        await conn.execute(row["indexdef"].replace(" ON ONLY ", " ON ", 1))
-    timings["rebuild_indexes_s"] = time.perf_counter() - started
-    started = time.perf_counter()
-    await conn.execute("VACUUM ANALYZE email.deliveries")
-    await conn.execute("VACUUM ANALYZE email.delivery_events")
-    timings["vacuum_analyze_s"] = time.perf_counter() - started
-    log(
-        f"  indexes rebuilt in {timings['rebuild_indexes_s']:.1f} s, "
-        f"VACUUM ANALYZE {timings['vacuum_analyze_s']:.1f} s"
-    )
-    return timings
+    timings = await _seed.seed(conn, n, span="interval '30 days'", recipients=RECIPIENTS, log=log)
+    timings.pop("events")
+    return {key: float(value) for key, value in timings.items()}
 
 
 async def explain(conn: asyncpg.Connection, name: str, statement: Select[Any]) -> str:
