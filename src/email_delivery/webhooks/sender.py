@@ -204,11 +204,7 @@ class Sender:
 
     async def claim(self) -> list[Claimed]:
         async with translate_errors(database=self._where), self.engine.begin() as conn:
-            rows = (
-                await conn.execute(
-                    _CLAIM, {"limit": self.batch, "lease": f"{self.lease.total_seconds()} seconds"}
-                )
-            ).all()
+            rows = (await conn.execute(_CLAIM, {"limit": self.batch, "lease": self.lease})).all()
             targets = await outbox.secrets_of(conn, (row.endpoint_id for row in rows))
         return [
             Claimed(
