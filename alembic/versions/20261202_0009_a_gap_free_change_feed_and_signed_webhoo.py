@@ -7,7 +7,8 @@ Create Date: 2026-12-02 02:02:39.817650+00:00
 Written by `python -m email_delivery.revision`: the SQL objects it creates or replaces are
 frozen in 0009/ beside it; the previous definitions are the earlier revisions' files. Added by
 hand: the webhook tables (owner-only: RLS on, no policy, no grant; the outbox's place in the
-feed seeded at the feed's head, so history is not sent), and the feed's btree index
+feed seeded at the feed's head, so history is not sent; feed_listeners, the sessions that
+LISTEN, so that writers NOTIFY only while someone listens), and the feed's btree index
 (xact_id, id) on delivery_events in place of 0006's BRIN on xact_id.
 
 Safe on a busy table: the index is built before the revision's transaction, as 0006 built
@@ -43,6 +44,7 @@ TABLES = (
     "webhook_messages",
     "webhook_attempts",
     "webhook_feed_state",
+    "feed_listeners",
 )
 FEED_INDEX = "ix_delivery_events_xact_id_id"
 PARTITIONS = """
@@ -291,6 +293,13 @@ def _create_tables() -> None:
         schema="email",
     )
     op.execute("INSERT INTO email.webhook_feed_state DEFAULT VALUES")
+    op.create_table(
+        "feed_listeners",
+        sa.Column("backend_pid", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("backend_pid", name=op.f("pk_feed_listeners")),
+        schema="email",
+    )
     for table in TABLES:
         op.revoke_privileges(
             privileges=["ALL"],
@@ -330,6 +339,26 @@ def upgrade() -> None:
         HERE / "0009/functions/delivery_health.sql",
         previous=HERE / "0008/functions/delivery_health.sql",
     )
+    op.create_sql_object(HERE / "0009/functions/feed_listener_heartbeat.sql")
+    op.revoke_privileges(
+        privileges=["EXECUTE"],
+        target="FUNCTION email.feed_listener_heartbeat(p_ttl interval)",
+        roles=["PUBLIC"],
+    )
+    op.grant_privileges(
+        privileges=["EXECUTE"],
+        target="FUNCTION email.feed_listener_heartbeat(p_ttl interval)",
+        roles=["email_writer", "email_reader"],
+    )
+    op.create_sql_object(HERE / "0009/functions/feed_listener_stop.sql")
+    op.revoke_privileges(
+        privileges=["EXECUTE"], target="FUNCTION email.feed_listener_stop()", roles=["PUBLIC"]
+    )
+    op.grant_privileges(
+        privileges=["EXECUTE"],
+        target="FUNCTION email.feed_listener_stop()",
+        roles=["email_writer", "email_reader"],
+    )
     op.create_sql_object(HERE / "0009/functions/notify_delivery_feed.sql")
     op.revoke_privileges(
         privileges=["EXECUTE"], target="FUNCTION email.notify_delivery_feed()", roles=["PUBLIC"]
@@ -342,6 +371,8 @@ def downgrade() -> None:
     op.execute("SET LOCAL statement_timeout = '6h'")
     op.drop_sql_object(HERE / "0009/triggers/delivery_events_notify.sql")
     op.drop_sql_object(HERE / "0009/functions/notify_delivery_feed.sql")
+    op.drop_sql_object(HERE / "0009/functions/feed_listener_stop.sql")
+    op.drop_sql_object(HERE / "0009/functions/feed_listener_heartbeat.sql")
     op.replace_sql_object(
         HERE / "0008/functions/delivery_health.sql",
         previous=HERE / "0009/functions/delivery_health.sql",

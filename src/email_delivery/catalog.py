@@ -53,6 +53,8 @@ TABLE_PRIVILEGES: dict[str, dict[str, tuple[str, ...]]] = {
     "webhook_messages": {},
     "webhook_attempts": {},
     "webhook_feed_state": {},
+    # Sessions that LISTEN for the feed (0009): written by the SECURITY DEFINER heartbeat.
+    "feed_listeners": {},
 }
 """Who may do what on each table; each (table, role, command) has one permissive policy
 ``<table>_<role>_<command>`` in ``sql/policies``. Nobody but the owner writes: the worker
@@ -131,6 +133,8 @@ FUNCTION_EXECUTE: dict[str, tuple[str, ...]] = {
     "delivery_feed": _READ_AND_WRITE,
     "delivery_feed_head": _READ_AND_WRITE,
     "notify_delivery_feed": (),
+    "feed_listener_heartbeat": _READ_AND_WRITE,
+    "feed_listener_stop": _READ_AND_WRITE,
 }
 """Every function by name and the roles that may execute it (``()``: nobody but its owner;
 triggers need no EXECUTE, and the lifecycle functions run as the owner)."""

@@ -21,7 +21,9 @@ Use::
         ...
 
 ``follow`` wakes on ``LISTEN email_delivery_feed`` (a statement trigger notifies when a
-transaction that wrote events commits) and polls every ``poll_interval`` as well: the
+transaction that wrote events commits, while at least one reader is registered through
+``email.feed_listener_heartbeat``: a NOTIFY serialises commits cluster-wide, so nobody pays
+for it while nobody listens) and polls every ``poll_interval`` as well: the
 notification is only a hint (an event also becomes readable when an older, unrelated
 transaction ends, which notifies nobody), and behind a transaction pooler (Supavisor or
 PgBouncer in transaction mode, port 6543) ``LISTEN`` does not work at all, so there it
@@ -36,7 +38,7 @@ import contextlib
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import text
@@ -257,9 +259,14 @@ async def follow(
                 await asyncio.wait_for(wake.wait(), poll_interval)
 
 
+LISTENER_TTL_S = 60
+"""A listener's registration lives this long; ``follow`` renews it every third of it."""
+
+
 @contextlib.asynccontextmanager
 async def _listening(engine: AsyncEngine, wake: asyncio.Event) -> AsyncIterator[None]:
-    """One connection that sets ``wake`` on every notification of ``CHANNEL``."""
+    """One connection that sets ``wake`` on every notification of ``CHANNEL``, registered
+    (``email.feed_listener_heartbeat``) so that writers notify while it listens."""
 
     def notified(*_: object) -> None:
         wake.set()
@@ -269,8 +276,21 @@ async def _listening(engine: AsyncEngine, wake: asyncio.Event) -> AsyncIterator[
         driver = raw.driver_connection
         assert driver is not None
         await driver.add_listener(CHANNEL, notified)
+        ttl = timedelta(seconds=LISTENER_TTL_S)
+
+        async def heartbeat() -> None:
+            while True:
+                await driver.fetchval("SELECT email.feed_listener_heartbeat($1)", ttl)
+                wake.set()  # a read right after (re)registering: nothing slips in between
+                await asyncio.sleep(LISTENER_TTL_S / 3)
+
+        beating = asyncio.create_task(heartbeat())
         try:
             yield
         finally:
+            beating.cancel()
+            with contextlib.suppress(BaseException):
+                await beating
             with contextlib.suppress(Exception):
+                await driver.fetchval("SELECT email.feed_listener_stop()")
                 await driver.remove_listener(CHANNEL, notified)

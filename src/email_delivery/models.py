@@ -539,3 +539,15 @@ class WebhookFeedState(Base):
     updated_at: Mapped[datetime] = mapped_column(server_default=text("now()"))
 
     __table_args__ = (CheckConstraint("singleton", name="one_row"),)
+
+
+class FeedListener(Base):
+    """A session that LISTENs for the change feed (revision 0009), until ``expires_at``
+    (refreshed by ``email.feed_listener_heartbeat``). Writers notify only while one is
+    registered: a NOTIFY serialises commits cluster-wide. Owner-only; written through the
+    SECURITY DEFINER heartbeat and stop functions."""
+
+    __tablename__ = "feed_listeners"
+
+    backend_pid: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    expires_at: Mapped[datetime]

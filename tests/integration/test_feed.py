@@ -205,3 +205,26 @@ async def _wait_readable(cluster: Cluster, database: str, cursor: str, count: in
         await _read_all(engine, cursor, count)
     finally:
         await engine.dispose()
+
+
+async def test_writers_notify_only_while_a_reader_is_registered(
+    cluster: Cluster, database: str
+) -> None:
+    """A NOTIFY serialises commits cluster-wide: nobody pays for it while nobody listens."""
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    async with connect(cluster, database, DASHBOARD_LOGIN) as listener:
+        await listener.add_listener(feed.CHANNEL, lambda *args: heard.put_nowait(args[1]))
+        await _enqueue(cluster, database, "unheard")
+        await listener.execute("SELECT 1")  # a round trip: a pending notification arrives
+        assert heard.empty()
+        await listener.fetchval("SELECT email.feed_listener_heartbeat('1 minute')")
+        await _enqueue(cluster, database, "heard")
+        await asyncio.wait_for(heard.get(), 60)
+        await listener.fetchval("SELECT email.feed_listener_stop()")
+        async with connect(cluster, database) as owner:
+            assert await owner.fetchval("SELECT count(*) FROM email.feed_listeners") == 0
+        with pytest.raises(asyncpg.InvalidParameterValueError):
+            await listener.fetchval("SELECT email.feed_listener_heartbeat('2 hours')")
+    async with connect(cluster, database, DASHBOARD_LOGIN) as reader:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await reader.fetch("SELECT * FROM email.feed_listeners")

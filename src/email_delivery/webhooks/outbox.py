@@ -436,16 +436,19 @@ async def fan_out(engine: AsyncEngine, *, limit: int = FAN_OUT_PAGE) -> tuple[in
         ).first()
         if state is None:
             return None
-        endpoints = await _enabled_endpoints(conn)
-        if not endpoints:
-            await conn.execute(
-                text(
-                    "UPDATE email.webhook_feed_state AS s SET after_xact_id = h.xact_id, "
-                    "after_event_id = h.id, updated_at = now() "
-                    "FROM email.delivery_feed_head() AS h "
-                    "WHERE (h.xact_id, h.id) > (s.after_xact_id, s.after_event_id)"
-                )
+        # Nobody to build for: jump to the head. One statement, so the check for an enabled
+        # endpoint and the head come from one snapshot (an endpoint added just before is seen).
+        jumped = await conn.execute(
+            text(
+                "UPDATE email.webhook_feed_state AS s SET after_xact_id = h.xact_id, "
+                "after_event_id = h.id, updated_at = now() "
+                "FROM email.delivery_feed_head() AS h "
+                "WHERE NOT EXISTS (SELECT FROM email.webhook_endpoints AS e WHERE e.enabled) "
+                "AND (h.xact_id, h.id) > (s.after_xact_id, s.after_event_id)"
             )
+        )
+        endpoints = await _enabled_endpoints(conn)
+        if jumped.rowcount or not endpoints:
             return 0, 0
         page = await read_page(
             conn, after=Cursor(state.after_xact_id, state.after_event_id), limit=limit

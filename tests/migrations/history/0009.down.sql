@@ -6,6 +6,10 @@ DROP TRIGGER delivery_events_notify ON email.delivery_events;
 
 DROP FUNCTION email.notify_delivery_feed();
 
+DROP FUNCTION email.feed_listener_stop();
+
+DROP FUNCTION email.feed_listener_heartbeat(p_ttl interval);
+
 CREATE OR REPLACE FUNCTION email.delivery_health(p_queued_age interval DEFAULT NULL::interval, p_retrying_age interval DEFAULT NULL::interval, p_expired_claim_age interval DEFAULT NULL::interval, p_dead_letters_per_hour integer DEFAULT NULL::integer, p_failure_rate double precision DEFAULT NULL::double precision)
 RETURNS TABLE(check_name text, workflow text, value double precision, threshold double precision, breached boolean, detail text)
 LANGUAGE plpgsql
@@ -116,6 +120,8 @@ $$;;
 DROP FUNCTION email.delivery_feed_head();
 
 DROP FUNCTION email.delivery_feed(p_after_xact_id bigint, p_after_event_id bigint, p_limit integer);
+
+DROP TABLE email.feed_listeners;
 
 DROP TABLE email.webhook_feed_state;
 

@@ -101,6 +101,12 @@ CREATE TABLE email.webhook_feed_state (
 
 INSERT INTO email.webhook_feed_state DEFAULT VALUES;
 
+CREATE TABLE email.feed_listeners (
+    backend_pid INTEGER NOT NULL, 
+    expires_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+    CONSTRAINT pk_feed_listeners PRIMARY KEY (backend_pid)
+);
+
 DO $$
 BEGIN
     REVOKE ALL ON TABLE email.webhook_endpoints FROM PUBLIC;
@@ -170,6 +176,20 @@ END
 $$;
 
 ALTER TABLE email.webhook_feed_state ENABLE ROW LEVEL SECURITY;
+
+DO $$
+BEGIN
+    REVOKE ALL ON TABLE email.feed_listeners FROM PUBLIC;
+    IF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'anon') THEN
+        REVOKE ALL ON TABLE email.feed_listeners FROM "anon";
+    END IF;
+    IF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'authenticated') THEN
+        REVOKE ALL ON TABLE email.feed_listeners FROM "authenticated";
+    END IF;
+END
+$$;
+
+ALTER TABLE email.feed_listeners ENABLE ROW LEVEL SECURITY;
 
 CREATE OR REPLACE FUNCTION email.delivery_feed(p_after_xact_id bigint DEFAULT 0, p_after_event_id bigint DEFAULT 0, p_limit integer DEFAULT 1000)
 RETURNS TABLE(xact_id bigint, id bigint, delivery_id text, status email.delivery_status, attempt integer, error_code text, error_message text, payload jsonb, changed_columns text[], created_at timestamp with time zone)
@@ -386,18 +406,75 @@ BEGIN
 END
 $$;;
 
+CREATE OR REPLACE FUNCTION email.feed_listener_heartbeat(p_ttl interval DEFAULT '00:01:00'::interval)
+RETURNS timestamp with time zone
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    expires timestamptz;
+BEGIN
+    -- A session that LISTENs on email_delivery_feed says so, and again before p_ttl has
+    -- passed: while one is registered, writers' commits NOTIFY (email.notify_delivery_feed).
+    -- A listener that dies stops being counted when its registration expires.
+    IF p_ttl IS NULL OR p_ttl < interval '1 second' OR p_ttl > interval '1 hour' THEN
+        RAISE EXCEPTION 'p_ttl must be between 1 second and 1 hour, not %', p_ttl
+            USING ERRCODE = '22023', COLUMN = 'p_ttl';
+    END IF;
+    INSERT INTO email.feed_listeners AS l (backend_pid, expires_at)
+    VALUES (pg_backend_pid(), now() + p_ttl)
+    ON CONFLICT (backend_pid) DO UPDATE SET expires_at = EXCLUDED.expires_at
+    RETURNING l.expires_at INTO expires;
+    DELETE FROM email.feed_listeners AS l WHERE l.expires_at < now() - interval '1 hour';
+    RETURN expires;
+END
+$$;;
+
+DO $$
+BEGIN
+    REVOKE EXECUTE ON FUNCTION email.feed_listener_heartbeat(p_ttl interval) FROM PUBLIC;
+END
+$$;
+
+GRANT EXECUTE ON FUNCTION email.feed_listener_heartbeat(p_ttl interval) TO "email_writer", "email_reader";
+
+CREATE OR REPLACE FUNCTION email.feed_listener_stop()
+RETURNS void
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    -- This session no longer LISTENs: writers stop notifying once nobody else does.
+    DELETE FROM email.feed_listeners WHERE backend_pid = pg_backend_pid();
+$$;;
+
+DO $$
+BEGIN
+    REVOKE EXECUTE ON FUNCTION email.feed_listener_stop() FROM PUBLIC;
+END
+$$;
+
+GRANT EXECUTE ON FUNCTION email.feed_listener_stop() TO "email_writer", "email_reader";
+
 CREATE OR REPLACE FUNCTION email.notify_delivery_feed()
 RETURNS trigger
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     -- Wakes feed readers that LISTEN on email_delivery_feed when the writing transaction
-    -- commits (a rolled-back one notifies nobody). Once per statement, with an empty payload:
-    -- PostgreSQL folds a transaction's identical notifications into one. A hint only: an
-    -- event becomes readable when the oldest transaction older than it ends, which notifies
-    -- nothing, so readers also poll (email_delivery.feed.follow).
-    PERFORM pg_notify('email_delivery_feed', '');
+    -- commits (a rolled-back one notifies nobody). Only while a reader has registered
+    -- (email.feed_listener_heartbeat): a NOTIFY serialises its transaction's commit with every
+    -- other notifying commit of the cluster (one lock, held through the commit's WAL flush),
+    -- which would cap the lifecycle's throughput for nobody's benefit. Once per statement,
+    -- with an empty payload (PostgreSQL folds a transaction's identical notifications). A
+    -- hint only: an event also becomes readable when an older transaction ends, which
+    -- notifies nobody, so readers poll as well (email_delivery.feed.follow).
+    IF EXISTS (SELECT FROM email.feed_listeners AS l WHERE l.expires_at > now()) THEN
+        PERFORM pg_notify('email_delivery_feed', '');
+    END IF;
     RETURN NULL;
 END
 $$;;
