@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 
 import asyncpg
@@ -22,14 +22,16 @@ import jsonschema
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from email_delivery import DeliveryTracker, health, make_engine
+from email_delivery import DeliveryTracker, feed, health, make_engine
 from email_delivery.errors import InvalidInput
 from email_delivery.webhooks import outbox, payloads, schedule
 from email_delivery.webhooks.errors import EndpointNotFound
 from email_delivery.webhooks.sender import Sender, send_test
 from tests.integration.webhooks.outbox_receiver import OutboxReceiver
-from tests.support.cluster import DASHBOARD_LOGIN, NOBODY_LOGIN, WORKER_LOGIN, Cluster
+from tests.support.cluster import DASHBOARD_LOGIN, NOBODY_LOGIN, OWNER, WORKER_LOGIN, Cluster
 from tests.support.db import connect, skip_backoff
+from tests.support.pgbouncer import PgBouncer, start_pgbouncer
+from tests.support.provisioning import Server
 
 DEV = {"allow_insecure": True, "allow_private": True}
 WEBHOOK_TABLES = (
@@ -39,6 +41,12 @@ WEBHOOK_TABLES = (
     "webhook_attempts",
     "webhook_feed_state",
 )
+
+
+@pytest.fixture(scope="module")
+def pgbouncer(server: Server) -> Iterator[PgBouncer]:
+    with start_pgbouncer(server, pool_size=6) as bouncer:
+        yield bouncer
 
 
 @pytest.fixture
@@ -478,3 +486,58 @@ async def test_engine_through_make_engine_works_for_the_sender(
         assert report.claimed == 0
     finally:
         await engine.dispose()
+
+
+async def test_senders_and_the_feed_work_through_a_transaction_pooler(
+    database: str,
+    pgbouncer: PgBouncer,
+    owner_conn: asyncpg.Connection,
+    worker_tracker: DeliveryTracker,
+    receiver: OutboxReceiver,
+) -> None:
+    """PgBouncer in transaction mode: no session state survives a statement, so the claim,
+    the fan-out and the feed page are each one transaction; two senders share the work."""
+    engine = make_engine(pgbouncer.url(database, OWNER), pooler="transaction", pool_size=4)
+    reader = make_engine(
+        pgbouncer.url(database, DASHBOARD_LOGIN), pooler="transaction", pool_size=2
+    )
+    try:
+        await _endpoint(engine, receiver, "pooled", statuses=["queued"])
+        for n in range(40):
+            await worker_tracker.enqueue(f"p-{n}", workflow="welcome", recipient="i@example.com")
+
+        async def one_sender() -> None:
+            async with Sender(
+                engine, timeout=5, lease=timedelta(seconds=60), batch=5, **DEV
+            ) as sender:
+                for _ in range(400):
+                    await sender.tick()
+                    if len({a.message_id for a in receiver.of("pooled")}) >= 40:
+                        return
+                    await asyncio.sleep(0.02)
+
+        await asyncio.gather(one_sender(), one_sender())
+        counts = Counter(a.message_id for a in receiver.of("pooled"))
+        assert len(counts) == 40 and max(counts.values()) == 1
+        events = [
+            event
+            async for event in _take(
+                feed.follow(reader, poll_interval=0.05, listen=False), count=40
+            )
+        ]
+        assert len({event.id for event in events}) == 40
+    finally:
+        await engine.dispose()
+        await reader.dispose()
+
+
+async def _take(
+    events: AsyncIterator[feed.FeedEvent], *, count: int
+) -> AsyncIterator[feed.FeedEvent]:
+    taken = 0
+    async with asyncio.timeout(60):
+        async for event in events:
+            yield event
+            taken += 1
+            if taken == count:
+                return
