@@ -46,6 +46,15 @@ TABLE_PRIVILEGES: dict[str, dict[str, tuple[str, ...]]] = {
     # Worker policy (revision 0008): changed by the owner only; the worker may read it.
     "workflow_policies": {READER_ROLE: ("SELECT",), WRITER_ROLE: ("SELECT",)},
     "workflow_policy_changes": {READER_ROLE: ("SELECT",)},
+    # Webhooks (revision 0009): the owner's alone (endpoints are configuration, secrets are
+    # credentials, messages hold rendered payloads); RLS on, no policy, no grant.
+    "webhook_endpoints": {},
+    "webhook_secrets": {},
+    "webhook_messages": {},
+    "webhook_attempts": {},
+    "webhook_feed_state": {},
+    # Sessions that LISTEN for the feed (0009): written by the SECURITY DEFINER heartbeat.
+    "feed_listeners": {},
 }
 """Who may do what on each table; each (table, role, command) has one permissive policy
 ``<table>_<role>_<command>`` in ``sql/policies``. Nobody but the owner writes: the worker
@@ -57,9 +66,11 @@ RLS_TABLES = tuple(TABLE_PRIVILEGES)
 SEED_ROWS = (
     "INSERT INTO email.delivery_rollup_state DEFAULT VALUES",
     "INSERT INTO email.workflow_policies (workflow) VALUES ('*')",
+    "INSERT INTO email.webhook_feed_state DEFAULT VALUES",
 )
 """Rows the schema needs to work, inserted by the revisions that create their tables: the
-rollups' state (0007) and the default worker policy (0008), with their columns' defaults."""
+rollups' state (0007), the default worker policy (0008) and the outbox's place in the change
+feed, at its head (0009), with their columns' defaults."""
 """Tables with row level security enabled."""
 
 _READ: dict[str, tuple[str, ...]] = {READER_ROLE: ("SELECT",)}
@@ -117,6 +128,13 @@ FUNCTION_EXECUTE: dict[str, tuple[str, ...]] = {
     "failure_outcome": (),
     "guard_workflow_policy": (),
     "audit_workflow_policy": (),
+    # The change feed (revision 0009): SECURITY INVOKER, so the caller's SELECT on
+    # delivery_events and its policies decide; the notify trigger's function is internal.
+    "delivery_feed": _READ_AND_WRITE,
+    "delivery_feed_head": _READ_AND_WRITE,
+    "notify_delivery_feed": (),
+    "feed_listener_heartbeat": _READ_AND_WRITE,
+    "feed_listener_stop": _READ_AND_WRITE,
 }
 """Every function by name and the roles that may execute it (``()``: nobody but its owner;
 triggers need no EXECUTE, and the lifecycle functions run as the owner)."""

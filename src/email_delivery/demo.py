@@ -15,6 +15,10 @@
 3. Print the per-workflow statistics, one delivery's audit trail, the proof that no email was
    sent twice (the fake SMTP server's log and the audit trail agree: at most one ``sent``
    event per delivery), and ``email-delivery health``.
+4. End with the downstream system (``demo_webhooks``): an endpoint for the password-reset
+   workflow got every one of its deliveries' status changes as a signed, verified webhook,
+   built from the change feed and sent by a sender running beside the workers, including
+   those refused while its receiver was down mid-run.
 """
 
 from __future__ import annotations
@@ -32,7 +36,15 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
 
-from email_delivery import DeliveryTracker, NotYet, make_engine, migrate, policies, queries
+from email_delivery import (
+    DeliveryTracker,
+    NotYet,
+    demo_webhooks,
+    make_engine,
+    migrate,
+    policies,
+    queries,
+)
 from email_delivery import health as health_check
 from email_delivery.cli.output import ProgressBar, print_table
 from email_delivery.embedded import embedded_server
@@ -43,6 +55,8 @@ DELIVERIES = 2000
 DUPLICATE_SHARE = 0.30
 WORKERS = 8
 WORKFLOWS = ("verification-code", "invite", "password-reset")
+WEBHOOK_WORKFLOW = "password-reset"
+"""The workflow whose status changes a downstream system receives as webhooks."""
 POLICY = {
     "lease": timedelta(seconds=1),
     "max_attempts": 3,
@@ -410,9 +424,11 @@ async def run() -> int:
                 f"simulating {DELIVERIES:,} deliveries over {len(WORKFLOWS)} workflows, "
                 f"{DUPLICATE_SHARE:.0%} duplicated Pub/Sub messages, shuffled, {WORKERS} workers"
             )
-            run_id, outcome, smtp, crashed = await simulate(url, random.Random(2026))
+            async with demo_webhooks.webhooks_during(url, WEBHOOK_WORKFLOW) as downstream:
+                run_id, outcome, smtp, crashed = await simulate(url, random.Random(2026))
             ok = await report(url, run_id, outcome, smtp, crashed)
             await show_health(url)
+            ok &= await demo_webhooks.report(url, run_id, WEBHOOK_WORKFLOW, downstream)
     print(f"\ndemo finished in {time.monotonic() - started:.1f} s")
     return 0 if ok else 1
 

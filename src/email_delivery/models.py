@@ -12,6 +12,7 @@ from sqlalchemy import (
     CheckConstraint,
     Double,
     Enum,
+    ForeignKey,
     Identity,
     Index,
     Integer,
@@ -204,9 +205,10 @@ class DeliveryEvent(Base):
         ),
         CheckConstraint(_json_object_check("payload", nullable=True), name="payload_object"),
         Index(None, "delivery_id", "id"),
-        # BRIN: events are appended in transaction order, so block ranges summarise xact_id
-        # well; it costs next to nothing per insert.
-        Index(None, "xact_id", postgresql_using="brin"),
+        # The change feed's order (revision 0009, replacing 0006's BRIN on xact_id): a page
+        # is one index range scan from the cursor per partition, merged; the rollups' refresh
+        # finds the transactions after its watermark through it too.
+        Index(None, "xact_id", "id"),
         {"postgresql_partition_by": "RANGE (created_at)"},
     )
 
@@ -396,3 +398,156 @@ class WorkflowPolicyChange(Base):
     __table_args__ = (
         CheckConstraint("action IN ('insert', 'update', 'delete')", name="action_known"),
     )
+
+
+# -----------------------------------------------------------------------------------------
+# Webhooks (revision 0009): owner-only tables; nobody else has a grant or a policy.
+# -----------------------------------------------------------------------------------------
+
+WEBHOOK_MESSAGE_STATES = ("pending", "delivered", "failed")
+
+
+class WebhookEndpoint(Base):
+    """A downstream receiver of signed ``delivery.status_changed`` webhooks, and what it
+    wants. Its signing secret is in ``webhook_secrets``; its messages in
+    ``webhook_messages``."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    """As ``webhooks.urls.check_endpoint_url`` normalised it at registration."""
+    description: Mapped[str | None] = mapped_column(Text)
+    enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    workflows: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
+    """Only these workflows (NULL: every workflow)."""
+    statuses: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
+    """Only changes into these statuses (NULL: every status change)."""
+    include_recipient: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    include_metadata: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    first_failure_at: Mapped[datetime | None]
+    """Start of the current failure streak (NULL after any 2xx): the failure budget."""
+    disabled_at: Mapped[datetime | None]
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    disabled_automatically: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    """Disabled by the sender (410 or the failure budget), not by an operator: ``health``
+    reports it."""
+    created_at: Mapped[datetime] = mapped_column(server_default=text("now()"))
+    updated_at: Mapped[datetime] = mapped_column(server_default=text("now()"))
+
+    __table_args__ = (
+        CheckConstraint("url ~ '^https?://' AND char_length(url) <= 2000", name="url_http"),
+        CheckConstraint("char_length(description) <= 500", name="description_length"),
+        CheckConstraint("enabled = (disabled_at IS NULL)", name="disabled_at_iff_disabled"),
+    )
+
+
+class WebhookSecret(Base):
+    """An endpoint's signing secret (``whsec_…``): owner-only, in a table of its own so that
+    no grant on endpoints (or a ``SELECT *`` in a support query) can ever show it."""
+
+    __tablename__ = "webhook_secrets"
+
+    endpoint_id: Mapped[int] = mapped_column(
+        BigInteger,
+        ForeignKey(f"{SCHEMA}.webhook_endpoints.id", ondelete="CASCADE"),
+        primary_key=True,
+    )
+    secret: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(server_default=text("now()"))
+
+    __table_args__ = (CheckConstraint("secret ~ '^whsec_'", name="secret_format"),)
+
+
+class WebhookMessage(Base):
+    """The outbox: one message per (endpoint, audit event), built from the change feed,
+    rendered once (``body`` is the exact bytes every attempt sends)."""
+
+    __tablename__ = "webhook_messages"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey(f"{SCHEMA}.webhook_endpoints.id", ondelete="CASCADE")
+    )
+    event_id: Mapped[int] = mapped_column(BigInteger)
+    delivery_id: Mapped[str] = mapped_column(Text)
+    message_id: Mapped[str] = mapped_column(Text)
+    """The ``webhook-id`` of every attempt (``payloads.message_id``)."""
+    body: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(Text, server_default=text("'pending'"))
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    """Attempts since the message was (re)scheduled; a claim adds one."""
+    next_attempt_at: Mapped[datetime] = mapped_column(server_default=text("now()"))
+    """When it is due; while a sender holds it, the end of that sender's lease."""
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(server_default=text("now()"))
+    finished_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        UniqueConstraint("endpoint_id", "event_id"),
+        CheckConstraint("state IN ('pending', 'delivered', 'failed')", name="state_known"),
+        CheckConstraint("attempts >= 0", name="attempts_non_negative"),
+        Index(
+            None,
+            "next_attempt_at",
+            "id",
+            postgresql_where=text("state = 'pending'"),
+        ),
+        Index(None, "delivery_id"),
+    )
+
+
+class WebhookAttempt(Base):
+    """One HTTP attempt of a message: what the receiver answered, capped and sanitised."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    message_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey(f"{SCHEMA}.webhook_messages.id", ondelete="CASCADE")
+    )
+    attempt: Mapped[int] = mapped_column(Integer)
+    attempted_at: Mapped[datetime] = mapped_column(server_default=text("now()"))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[float] = mapped_column(Double)
+    error: Mapped[str | None] = mapped_column(Text)
+    response_excerpt: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        CheckConstraint("char_length(error) <= 500", name="error_length"),
+        CheckConstraint("char_length(response_excerpt) <= 1024", name="excerpt_length"),
+        Index(None, "message_id", "attempt"),
+    )
+
+
+class WebhookFeedState(Base):
+    """How far the outbox has read the change feed (one row): every event at or before
+    (``after_xact_id``, ``after_event_id``) has its messages. Starts at the feed's head when
+    the table is created: history is not sent (``webhooks replay --since`` sends it)."""
+
+    __tablename__ = "webhook_feed_state"
+
+    singleton: Mapped[bool] = mapped_column(Boolean, primary_key=True, server_default=text("true"))
+    after_xact_id: Mapped[int] = mapped_column(
+        BigInteger,
+        server_default=text("(pg_snapshot_xmin(pg_current_snapshot()))::text::bigint - 1"),
+    )
+    after_event_id: Mapped[int] = mapped_column(
+        BigInteger, server_default=text("'9223372036854775807'::bigint")
+    )
+    updated_at: Mapped[datetime] = mapped_column(server_default=text("now()"))
+
+    __table_args__ = (CheckConstraint("singleton", name="one_row"),)
+
+
+class FeedListener(Base):
+    """A session that LISTENs for the change feed (revision 0009), until ``expires_at``
+    (refreshed by ``email.feed_listener_heartbeat``). Writers notify only while one is
+    registered: a NOTIFY serialises commits cluster-wide. Owner-only; written through the
+    SECURITY DEFINER heartbeat and stop functions."""
+
+    __tablename__ = "feed_listeners"
+
+    backend_pid: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    expires_at: Mapped[datetime]

@@ -20,5 +20,6 @@ async def test_demo_finishes_every_delivery_and_sends_none_twice(
     assert "reaper: 1 expired claim(s) handed back" in out
     assert "no email sent twice: yes" in out
     assert "unfinished: 0" in out
+    assert "every status change received, signed and verified, the outage included: yes" in out
     for workflow in demo.WORKFLOWS:
         assert f"\n{workflow} " in out

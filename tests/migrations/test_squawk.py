@@ -82,6 +82,26 @@ IGNORED: dict[str, dict[str, str]] = {
             "the revision's own statements end where Alembic commits its transaction"
         ),
     },
+    "0009": {
+        "require-concurrent-index-creation": (
+            "only the offline script (alembic --sql, export-sql) builds the feed index with a "
+            "plain CREATE INDEX: it cannot list the partitions to build each one concurrently. "
+            "The online upgrade builds it ON ONLY the parent and CONCURRENTLY per partition"
+        ),
+        "require-concurrent-index-deletion": (
+            "the BRIN on xact_id is an index of a partitioned table, which PostgreSQL cannot "
+            "drop concurrently; dropping it is a catalog change under lock_timeout"
+        ),
+        "prefer-bigint-over-int": (
+            "attempt counts (at most 8 per schedule) and HTTP status codes: never growing keys"
+        ),
+        "transaction-nesting": (
+            "the COMMIT/BEGIN around the concurrent index steps is Alembic's autocommit block"
+        ),
+        "ban-uncommitted-transaction": (
+            "the revision's own statements end where Alembic commits its transaction"
+        ),
+    },
     "0007": {
         "prefer-bigint-over-smallint": (
             "latency_bucket holds a histogram bucket number between -61 and 121 "

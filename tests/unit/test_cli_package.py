@@ -26,6 +26,8 @@ COMMANDS = {
     "prune",
     "maintain",
     "policy",
+    "feed",
+    "webhooks",
     "health",
 }
 

@@ -34,7 +34,16 @@ __all__ = ["COMMAND_GROUPS", "PROG", "build_parser", "main"]
 
 PROG = "email-delivery"
 
-COMMAND_GROUPS = ("schema", "deliveries", "stats", "retention", "maintenance", "policy")
+COMMAND_GROUPS = (
+    "schema",
+    "deliveries",
+    "stats",
+    "retention",
+    "maintenance",
+    "policy",
+    "feed",
+    "webhooks",
+)
 """The modules of this package that add commands, in the order ``--help`` lists them."""
 
 
@@ -49,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
         description="Operate schema email: migrate, verify, look up deliveries, statistics, "
-        "stuck work, requeue, retention, maintenance, policy, health. Reads DATABASE_URL.",
+        "stuck work, requeue, retention, maintenance, policy, health, the change feed, "
+        "webhooks. Reads DATABASE_URL.",
     )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for group in COMMAND_GROUPS:

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 from email_delivery.errors import EmailDeliveryError, InvalidInput
 
-__all__ = ["InvalidWebhookSignature", "MissingWebhooksExtra", "NonPublicAddress"]
+__all__ = [
+    "EndpointNotFound",
+    "InvalidWebhookSignature",
+    "MissingWebhooksExtra",
+    "NonPublicAddress",
+]
 
 
 class InvalidWebhookSignature(InvalidInput):
@@ -42,3 +47,13 @@ class MissingWebhooksExtra(EmailDeliveryError, ImportError):
             "sending webhooks needs the 'aiohttp' package: install the 'webhooks' extra "
             "(pip install 'email-delivery[webhooks]')"
         )
+
+
+class EndpointNotFound(EmailDeliveryError, LookupError):
+    """No webhook endpoint has this id."""
+
+    hint = "email-delivery webhooks list"
+
+    def __init__(self, endpoint_id: int) -> None:
+        super().__init__(f"no webhook endpoint {endpoint_id}")
+        self.endpoint_id = endpoint_id

@@ -101,6 +101,36 @@ BEGIN
            s.rolled_until < now() - interval '2 hours',
            'the statistics read every later hour row by row; run email-delivery maintain'
     FROM email.delivery_rollup_state AS s
+    UNION ALL
+    -- Webhooks (revision 0009): endpoints the sender disabled (410, or failures for longer
+    -- than the budget), messages due but not sent, changes not yet turned into messages.
+    SELECT 'webhook_endpoints_disabled', NULL, count(*)::double precision, 0, count(*) > 0,
+           coalesce('disabled by the sender: '
+                    || string_agg(format('#%s %s (%s)', e.id, e.url, e.disabled_reason), '; '
+                                  ORDER BY e.id)
+                    || '; email-delivery webhooks enable ID after fixing the receiver', 'none')
+    FROM email.webhook_endpoints AS e
+    WHERE NOT e.enabled AND e.disabled_automatically
+    UNION ALL
+    SELECT 'webhook_outbox_lag_s', NULL,
+           coalesce(EXTRACT(EPOCH FROM now() - min(m.next_attempt_at)), 0)::double precision, 300,
+           coalesce(min(m.next_attempt_at) < now() - interval '5 minutes', false),
+           format('%s webhook messages due and not sent; is email-delivery webhooks run running?',
+                  count(*))
+    FROM email.webhook_messages AS m
+    JOIN email.webhook_endpoints AS e ON e.id = m.endpoint_id AND e.enabled
+    WHERE m.state = 'pending' AND m.next_attempt_at <= now()
+    UNION ALL
+    SELECT 'webhook_fanout_lag_s', NULL,
+           coalesce(EXTRACT(EPOCH FROM now() - f.created_at), 0)::double precision, 300,
+           coalesce(f.created_at < now() - interval '5 minutes', false),
+           'changes not yet turned into webhook messages; is email-delivery webhooks run running?'
+    FROM email.webhook_feed_state AS s
+    LEFT JOIN LATERAL (
+        SELECT ev.created_at FROM email.delivery_events AS ev
+        WHERE (ev.xact_id, ev.id) > (s.after_xact_id, s.after_event_id)
+        ORDER BY ev.xact_id, ev.id LIMIT 1) AS f ON true
+    WHERE EXISTS (SELECT FROM email.webhook_endpoints AS w WHERE w.enabled)
     ORDER BY 1, 2;
 END
 $$;
