@@ -1,5 +1,7 @@
-"""The change feed: every audit event of ``email.delivery_events`` exactly once, in an order
-consistent with commit order, after an opaque cursor (``email.delivery_feed``, revision 0009).
+"""The change feed: every audit event of ``email.delivery_events`` exactly once, in
+transaction order, after an opaque cursor (``email.delivery_feed``, revision 0009). A
+transaction that began writing after another committed comes after it; one delivery's events
+are in true order by ``id`` (its row lock serialises them).
 
 Why not ``WHERE id > last_seen``: identity values are taken when a row is inserted, not when
 its transaction commits. A transaction that inserts event 100 and commits after another

@@ -8,7 +8,7 @@ AS $$
 DECLARE
     legacy integer := 0;
 BEGIN
-    -- The change feed: every audit event exactly once, in commit-consistent order, after the
+    -- The change feed: every audit event exactly once, in transaction order, after the
     -- cursor (p_after_xact_id, p_after_event_id). Identity values are taken at insert, not at
     -- commit, so "id > last seen" skips an event whose transaction commits after a higher id
     -- was read. Here a page holds only events of transactions below the snapshot's xmin:
