@@ -46,6 +46,12 @@ TABLE_PRIVILEGES: dict[str, dict[str, tuple[str, ...]]] = {
     # Worker policy (revision 0008): changed by the owner only; the worker may read it.
     "workflow_policies": {READER_ROLE: ("SELECT",), WRITER_ROLE: ("SELECT",)},
     "workflow_policy_changes": {READER_ROLE: ("SELECT",)},
+    # Provider facts and outcomes (revision 0010): written by the owner's functions only
+    # (mark_sent / mark_failed, record_delivery_outcome); the worker reads them to order
+    # its providers (provider_health), readers for support and dashboards.
+    "delivery_attempts": {READER_ROLE: ("SELECT",), WRITER_ROLE: ("SELECT",)},
+    "outcome_events": {READER_ROLE: ("SELECT",), WRITER_ROLE: ("SELECT",)},
+    "delivery_outcomes": {READER_ROLE: ("SELECT",), WRITER_ROLE: ("SELECT",)},
 }
 """Who may do what on each table; each (table, role, command) has one permissive policy
 ``<table>_<role>_<command>`` in ``sql/policies``. Nobody but the owner writes: the worker
@@ -69,6 +75,8 @@ VIEW_PRIVILEGES: dict[str, dict[str, tuple[str, ...]]] = {
     "delivery_stats_daily": _READ,
     "pending_deliveries": _READ,
     "delivery_health": _READ,
+    "provider_metrics_24h": _READ,
+    "unmatched_outcome_events": _READ,
 }
 """Grants on the views: email_reader reads them; nobody else, anon included."""
 
@@ -117,6 +125,15 @@ FUNCTION_EXECUTE: dict[str, tuple[str, ...]] = {
     "failure_outcome": (),
     "guard_workflow_policy": (),
     "audit_workflow_policy": (),
+    # Provider facts and outcomes (revision 0010).
+    "record_delivery_outcome": (WRITER_ROLE,),
+    "match_outcome_events": (WRITER_ROLE,),
+    "provider_metrics": _READ_AND_WRITE,
+    "outcome_rank": _READ_AND_WRITE,
+    "attempt_facts": (),
+    "record_attempt_facts": (),
+    "provider_message_lock": (),
+    "apply_outcome_events": (),
 }
 """Every function by name and the roles that may execute it (``()``: nobody but its owner;
 triggers need no EXECUTE, and the lifecycle functions run as the owner)."""

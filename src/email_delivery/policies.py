@@ -59,6 +59,8 @@ class Policy:
     alert_expired_claim_age: timedelta | None
     alert_dead_letters_per_hour: int | None
     alert_failure_rate: float | None
+    track_engagement: bool = False
+    """Record ``opened`` / ``clicked`` provider events as outcomes (revision 0010)."""
     updated_at: datetime
     updated_by: str
 
@@ -132,6 +134,8 @@ def _check(changes: dict[str, Any], merged: dict[str, Any]) -> None:
             isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1
         ):
             raise InvalidInput(name, "must be a number between 0 and 1")
+        elif name == "track_engagement" and not isinstance(value, bool):
+            raise InvalidInput(name, "must be a bool")
     if merged["backoff_cap"] < merged["backoff_base"]:
         raise InvalidInput("backoff_cap", "must be at least backoff_base")
     sent, failed = merged["keep_sent_for"], merged["keep_failed_for"]

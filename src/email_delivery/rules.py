@@ -30,6 +30,7 @@ from email_delivery.models import (
     MAX_ERROR_MESSAGE_LENGTH,
     MAX_JSON_BYTES,
     MAX_LEASE,
+    MAX_OUTCOME_REASON_LENGTH,
     Delivery,
 )
 from email_delivery.models import DeliveryStatus as S
@@ -402,6 +403,7 @@ _RENDERERS: dict[str, Callable[[], str]] = {
     "reserved_metadata_keys": lambda: f"ARRAY[{_quoted(RESERVED_METADATA_KEYS)}]",
     "lease_expired_code": lambda: _literal(LEASE_EXPIRED_CODE),
     "max_caller_json_bytes": lambda: str(MAX_CALLER_JSON_BYTES),
+    "max_outcome_reason": lambda: str(MAX_OUTCOME_REASON_LENGTH),
     "max_batch": lambda: str(MAX_BATCH),
     "max_lease": lambda: _literal(MAX_LEASE),
     "max_backoff_cap": lambda: _literal(MAX_BACKOFF_CAP),
