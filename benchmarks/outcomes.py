@@ -213,7 +213,10 @@ async def bench_metrics(url: str, rows: int, prefix: str) -> dict[str, Any]:
         await conn.execute("ANALYZE email.delivery_outcomes")
         load_s = time.perf_counter() - start
         results: dict[str, Any] = {"rows": rows, "load_s": round(load_s, 1)}
-        for label, window in (("last_24h", "24 hours"), ("last_15m", "15 minutes")):
+        for label, window in (
+            ("last_24h", timedelta(hours=24)),
+            ("last_15m", timedelta(minutes=15)),
+        ):
             timings = []
             for _ in range(5):
                 start = time.perf_counter()

@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from email_delivery import DeliveryStatus, DeliveryTracker, InvalidInput, policies
+from email_delivery import DeliveryStatus, DeliveryTracker, InvalidInput, policies, queries
 from email_delivery.outcomes import provider_order
 from email_delivery.providers import OutcomeKind, ProviderEvent, postmark, sendgrid
 from tests.support.cluster import DASHBOARD_LOGIN, WORKER_LOGIN, Cluster
@@ -38,7 +38,8 @@ async def tracker(
 async def sent(
     tracker: DeliveryTracker, delivery_id: str = "d1", message_id: str | None = "pm-1", **kw: Any
 ) -> None:
-    await tracker.enqueue(delivery_id, workflow=kw.pop("workflow", WF), recipient="ada@example.com")
+    recipient = kw.pop("recipient", "ada@example.com")
+    await tracker.enqueue(delivery_id, workflow=kw.pop("workflow", WF), recipient=recipient)
     claim = await tracker.claim(delivery_id)
     assert claim is not None
     await tracker.mark_sent(
@@ -386,7 +387,7 @@ async def test_parsed_webhooks_record_outcomes(
     message_id = next(
         e.provider_message_id for e in batch if e.delivery_id == "01HZX4B2C3D4E5F6G7H8J9K0MN"
     )
-    await sent(tracker, "01HZX4B2C3D4E5F6G7H8J9K0MN", None)
+    await sent(tracker, "01HZX4B2C3D4E5F6G7H8J9K0MN", None, recipient="bob@example.com")
     first = await tracker.record_outcomes(batch)
     retried = await tracker.record_outcomes(batch)
     assert any(r.recorded for r in first) and not any(r.recorded for r in retried)
@@ -424,3 +425,57 @@ async def test_provider_health_and_order(
     rows = await reader_conn.fetch("SELECT provider, attempts FROM email.provider_metrics_24h")
     assert sorted(tuple(r) for r in rows) == [("postmark", 4), ("ses", 4)]
     assert replace(good, attempts=0).attempts == 0
+
+
+# -- 5. read side ---------------------------------------------------------------------------
+
+
+async def test_workflow_stats_count_outcomes(
+    worker_tracker: DeliveryTracker, owner_engine: AsyncEngine
+) -> None:
+    for n, kind in enumerate(
+        [OutcomeKind.DELIVERED, OutcomeKind.DELIVERED, OutcomeKind.BOUNCED, OutcomeKind.COMPLAINED]
+    ):
+        await sent(worker_tracker, f"d{n}", f"m{n}", recipient=f"r{n}@example.com")
+        extra = {"permanent": True} if kind is OutcomeKind.BOUNCED else {}
+        if kind is not OutcomeKind.DELIVERED:
+            await worker_tracker.record_outcome(
+                event(OutcomeKind.DELIVERED, 10 + n, provider_message_id=f"m{n}")
+            )
+        await worker_tracker.record_outcome(event(kind, n, provider_message_id=f"m{n}", **extra))
+    await sent(worker_tracker, "d9", None)  # sent, nothing heard yet
+    since = datetime.now(UTC) - timedelta(hours=1)
+    async with owner_engine.connect() as conn:
+        (row,) = (await conn.execute(queries.workflow_stats(since=since))).mappings().all()
+        (hourly,) = (
+            (await conn.execute(queries.workflow_stats(since=since, bucket="hour")))
+            .mappings()
+            .all()
+        )
+    assert (row["sent"], row["delivered"], row["bounced"], row["complained"]) == (5, 4, 1, 1)
+    assert (row["delivery_rate"], row["bounce_rate"], row["complaint_rate"]) == (0.8, 0.2, 0.2)
+    assert (hourly["delivered"], hourly["bounced"]) == (4, 1)
+
+
+async def test_status_history_and_find_show_outcome_and_provider(
+    worker_tracker: DeliveryTracker, cli: Any, database: str
+) -> None:
+    await sent(worker_tracker, "d1", "pm-1")
+    await worker_tracker.record_outcome(
+        event(OutcomeKind.BOUNCED, 1, permanent=True, reason="gone")
+    )
+    code, out, _ = cli(database, "status", "d1", "--json", user=DASHBOARD_LOGIN)
+    assert code == 0
+    status = json.loads(out)
+    assert (status["status"], status["outcome"], status["outcome_permanent"]) == (
+        "sent",
+        "bounced",
+        True,
+    )
+    assert (status["provider"], status["provider_message_id"]) == ("postmark", "pm-1")
+    code, out, _ = cli(database, "history", "d1", "--json")
+    assert [e["kind"] for e in json.loads(out)["outcome_events"]] == ["bounced"]
+    code, out, _ = cli(database, "history", "d1")
+    assert "provider events:" in out and "bounced" in out
+    code, out, _ = cli(database, "find", "--recipient", "ada@example.com")
+    assert "bounced" in out
