@@ -52,6 +52,9 @@ TABLE_PRIVILEGES: dict[str, dict[str, tuple[str, ...]]] = {
     "delivery_attempts": {READER_ROLE: ("SELECT",), WRITER_ROLE: ("SELECT",)},
     "outcome_events": {READER_ROLE: ("SELECT",), WRITER_ROLE: ("SELECT",)},
     "delivery_outcomes": {READER_ROLE: ("SELECT",), WRITER_ROLE: ("SELECT",)},
+    # The suppression list (revision 0012): bounces and complaints add entries through the
+    # owner's functions, the owner edits it by hand; the worker and readers may look.
+    "suppressions": {READER_ROLE: ("SELECT",), WRITER_ROLE: ("SELECT",)},
 }
 """Who may do what on each table; each (table, role, command) has one permissive policy
 ``<table>_<role>_<command>`` in ``sql/policies``. Nobody but the owner writes: the worker
@@ -134,6 +137,8 @@ FUNCTION_EXECUTE: dict[str, tuple[str, ...]] = {
     "record_attempt_facts": (),
     "provider_message_lock": (),
     "apply_outcome_events": (),
+    # The suppression list (revision 0012): run inside the enqueue functions, as the owner.
+    "suppress_new_deliveries": (),
 }
 """Every function by name and the roles that may execute it (``()``: nobody but its owner;
 triggers need no EXECUTE, and the lifecycle functions run as the owner)."""

@@ -43,6 +43,8 @@ class DeliveryStatus(enum.StrEnum):
     RETRYING = "retrying"
     FAILED = "failed"
     DEAD_LETTER = "dead_letter"
+    SUPPRESSED = "suppressed"
+    """Never sent: the recipient is on the suppression list (revision 0011/0012); final."""
 
 
 delivery_status = Enum(
@@ -282,6 +284,10 @@ class DeliveryRollupDeletion(Base):
     workflow: Mapped[str] = mapped_column(Text, primary_key=True)
 
 
+SUPPRESSION_REASONS = ("hard_bounce", "complaint", "manual")
+"""Why an address is suppressed, weakest first (an entry keeps the strongest reason)."""
+_SUPPRESSION_REASON_LIST = ", ".join(f"'{reason}'" for reason in SUPPRESSION_REASONS)
+
 MAX_POLICY_ATTEMPTS = 100
 MAX_LEASE = "1 day"
 MAX_BACKOFF_CAP = "7 days"
@@ -336,6 +342,14 @@ class WorkflowPolicy(Base):
     track_engagement: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     """Record ``opened`` / ``clicked`` provider events as outcomes (revision 0010); off by
     default: tracking pixels and rewritten links are the workflow owner's choice."""
+    send_despite_suppression: Mapped[list[str]] = mapped_column(
+        ARRAY(Text), server_default=text("'{}'::text[]")
+    )
+    """Suppression reasons this workflow sends through (revision 0012), e.g. a password
+    reset: ``{hard_bounce}`` (a suppressed reset locks the user out)."""
+    suppress_for: Mapped[timedelta | None] = mapped_column(INTERVAL)
+    """How long a hard bounce or complaint of this workflow's mail suppresses the address
+    (NULL: until removed)."""
 
     __table_args__ = (
         CheckConstraint(
@@ -379,6 +393,13 @@ class WorkflowPolicy(Base):
         CheckConstraint(
             "alert_failure_rate IS NULL OR alert_failure_rate BETWEEN 0 AND 1",
             name="alert_failure_rate_range",
+        ),
+        CheckConstraint(
+            f"send_despite_suppression <@ ARRAY[{_SUPPRESSION_REASON_LIST}]::text[]",
+            name="send_despite_suppression_known",
+        ),
+        CheckConstraint(
+            "suppress_for IS NULL OR suppress_for >= interval '1 hour'", name="suppress_for_range"
         ),
     )
 
@@ -581,4 +602,38 @@ class DeliveryOutcome(Base):
         CheckConstraint("permanent IS NULL OR outcome = 'bounced'", name="permanent_only_bounced"),
         CheckConstraint("events >= 1", name="events_positive"),
         Index(None, "outcome_at"),
+    )
+
+
+class Suppression(Base):
+    """An address no mail goes to (revision 0012): hard bounces and complaints add entries
+    when their outcome is recorded, the owner adds and removes them by hand. ``enqueue``
+    checks it; see ``email_delivery.suppressions``."""
+
+    __tablename__ = "suppressions"
+
+    address: Mapped[str] = mapped_column(Text, primary_key=True)
+    """Normalised like a recipient: trimmed, lower-cased."""
+    reason: Mapped[str] = mapped_column(Text)
+    source_delivery_id: Mapped[str | None] = mapped_column(Text)
+    """The delivery whose bounce or complaint added it (kept after retention removed it)."""
+    provider: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[str | None] = mapped_column(Text)
+    """The provider's reason, or the operator's note."""
+    created_at: Mapped[datetime] = mapped_column(server_default=text("now()"))
+    expires_at: Mapped[datetime | None]
+    """NULL: until removed."""
+    created_by: Mapped[str] = mapped_column(Text, server_default=text("SESSION_USER"))
+
+    __table_args__ = (
+        CheckConstraint(
+            f"char_length(address) <= {MAX_RECIPIENT_LENGTH} "
+            "AND address ~ '^[^@[:space:]]+@[^@[:space:]]+$' AND address = lower(address)",
+            name="address_format",
+        ),
+        CheckConstraint(f"reason IN ({_SUPPRESSION_REASON_LIST})", name="reason_known"),
+        CheckConstraint(
+            f"char_length(detail) BETWEEN 1 AND {MAX_OUTCOME_REASON_LENGTH}", name="detail_length"
+        ),
+        CheckConstraint("expires_at > created_at", name="expires_after_created"),
     )

@@ -41,13 +41,16 @@ from email_delivery.models import DeliveryStatus as S
 
 TRANSITIONS: MappingProxyType[S, frozenset[S]] = MappingProxyType(
     {
-        S.QUEUED: frozenset({S.IN_PROGRESS, S.SENT, S.FAILED, S.DEAD_LETTER}),
+        # suppressed: only at enqueue, when the recipient is on the suppression list.
+        S.QUEUED: frozenset({S.IN_PROGRESS, S.SENT, S.FAILED, S.DEAD_LETTER, S.SUPPRESSED}),
         S.IN_PROGRESS: frozenset({S.SENT, S.RETRYING, S.FAILED, S.DEAD_LETTER}),
         S.RETRYING: frozenset({S.IN_PROGRESS, S.SENT, S.FAILED, S.DEAD_LETTER}),
         # A requeue by an operator, or a late success report: nothing else.
         S.FAILED: frozenset({S.QUEUED, S.SENT}),
         S.DEAD_LETTER: frozenset({S.QUEUED, S.SENT}),
         S.SENT: frozenset(),
+        # Final like sent: a new delivery id is enqueued once the address is cleared.
+        S.SUPPRESSED: frozenset(),
     }
 )
 """Every move between two different statuses that is allowed (staying is always allowed:
@@ -56,7 +59,7 @@ rendered from it."""
 
 ACTIVE_STATUSES = (S.QUEUED, S.IN_PROGRESS, S.RETRYING)
 """Not finished: the worker still owes these an attempt or a report."""
-TERMINAL_STATUSES = (S.SENT, S.FAILED, S.DEAD_LETTER)
+TERMINAL_STATUSES = (S.SENT, S.FAILED, S.DEAD_LETTER, S.SUPPRESSED)
 """Statuses the worker never leaves on its own (``failed``/``dead_letter`` only by requeue)."""
 FAILED_STATUSES = (S.FAILED, S.DEAD_LETTER)
 """Finished without being sent; an operator's requeue moves these back to ``queued``."""

@@ -65,6 +65,15 @@ class EnqueueResult:
     conflicts: tuple[str, ...] = ()
     """``enqueue_many`` only: fields that differ from the stored row; nothing was written."""
 
+    @property
+    def suppression_reason(self) -> str | None:
+        """Why the delivery ended ``suppressed`` at enqueue (``hard_bounce``, ``complaint``,
+        ``manual``: its recipient is on the suppression list), else ``None``. Do not send."""
+        if self.delivery.status is not DeliveryStatus.SUPPRESSED:
+            return None
+        code = self.delivery.last_error_code or ""
+        return code.removeprefix("SUPPRESSED_").lower() or None
+
 
 @dataclass(frozen=True, slots=True)
 class Claim:

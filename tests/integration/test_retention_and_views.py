@@ -97,7 +97,7 @@ async def test_prune_honours_both_windows_and_spares_non_terminal_rows(
     assert await _ids(cluster, database) == before - gone
     assert report.deleted_deliveries == 4
     assert report.deleted_events == 4  # one seeded event each
-    assert report.by_status == {"sent": 2, "failed": 1, "dead_letter": 1}
+    assert report.by_status == {"sent": 2, "failed": 1, "dead_letter": 1, "suppressed": 0}
     assert report.batches >= 3 and seen and seen[-1] == 4
     conn = await asyncpg.connect(cluster.dsn(database))
     try:

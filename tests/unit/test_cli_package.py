@@ -27,6 +27,8 @@ COMMANDS = {
     "maintain",
     "policy",
     "health",
+    "providers",
+    "suppress",
 }
 
 

@@ -34,7 +34,15 @@ __all__ = ["COMMAND_GROUPS", "PROG", "build_parser", "main"]
 
 PROG = "email-delivery"
 
-COMMAND_GROUPS = ("schema", "deliveries", "stats", "retention", "maintenance", "policy")
+COMMAND_GROUPS = (
+    "schema",
+    "deliveries",
+    "stats",
+    "retention",
+    "maintenance",
+    "policy",
+    "suppress",
+)
 """The modules of this package that add commands, in the order ``--help`` lists them."""
 
 

@@ -8,7 +8,7 @@ BEGIN
     -- email.delivery_outcomes row. The outcome only rises (email.outcome_rank): an event
     -- of lower or equal rank than the stored outcome changes only the counters, so any
     -- order of arrival ends in the same outcome. opened / clicked count only for a
-    -- workflow whose policy tracks engagement.
+    -- workflow whose policy tracks engagement. Then the suppression list follows.
     WITH ev AS (
         SELECT e.delivery_id, d.workflow, e.kind, e.permanent, e.reason, e.provider,
                e.occurred_at, email.outcome_rank(e.kind, e.permanent) AS rank
@@ -51,5 +51,39 @@ BEGIN
         delivered_at = least(o.delivered_at, EXCLUDED.delivered_at),
         events = o.events + EXCLUDED.events,
         updated_at = now();
+    -- Suppression (revision 0012): a hard bounce or a complaint puts the recipient on the
+    -- list (for its workflow's policy's suppress_for, NULL: until removed); an entry that
+    -- exists keeps the stronger reason (manual > complaint > hard_bounce) and the later
+    -- expiry, and an expired one starts afresh.
+    INSERT INTO email.suppressions AS s (address, reason, source_delivery_id, provider, detail,
+        expires_at)
+    SELECT DISTINCT ON (d.recipient) d.recipient,
+           CASE WHEN e.kind = 'complained' THEN 'complaint' ELSE 'hard_bounce' END,
+           e.delivery_id, e.provider, e.reason,
+           now() + (email.workflow_policy(d.workflow)).suppress_for
+    FROM email.outcome_events AS e
+    JOIN email.deliveries AS d ON d.delivery_id = e.delivery_id
+    WHERE e.id = ANY (p_event_ids)
+      AND (e.kind = 'complained' OR (e.kind = 'bounced' AND e.permanent))
+    ORDER BY d.recipient, e.kind = 'complained' DESC, e.occurred_at
+    ON CONFLICT (address) DO UPDATE SET
+        reason = CASE WHEN s.expires_at <= now()
+                           OR array_position(ARRAY['hard_bounce', 'complaint', 'manual'], EXCLUDED.reason)
+                              > array_position(ARRAY['hard_bounce', 'complaint', 'manual'], s.reason)
+                      THEN EXCLUDED.reason ELSE s.reason END,
+        source_delivery_id = EXCLUDED.source_delivery_id,
+        provider = EXCLUDED.provider,
+        detail = EXCLUDED.detail,
+        created_at = CASE WHEN s.expires_at <= now() THEN now() ELSE s.created_at END,
+        expires_at = CASE WHEN s.expires_at <= now() THEN EXCLUDED.expires_at
+                          WHEN s.expires_at IS NULL OR EXCLUDED.expires_at IS NULL THEN NULL
+                          ELSE greatest(s.expires_at, EXCLUDED.expires_at) END;
+    -- A delivery enqueued after a hard-bounce entry and delivered clears the entry (Postal's
+    -- behaviour): the mailbox works again. Complaints and manual entries stay until removed.
+    DELETE FROM email.suppressions AS s
+    USING email.outcome_events AS e
+    JOIN email.deliveries AS d ON d.delivery_id = e.delivery_id
+    WHERE e.id = ANY (p_event_ids) AND e.kind IN ('delivered', 'opened', 'clicked')
+      AND s.address = d.recipient AND s.reason = 'hard_bounce' AND d.queued_at >= s.created_at;
 END
 $$;

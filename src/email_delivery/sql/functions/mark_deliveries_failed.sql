@@ -56,9 +56,12 @@ BEGIN
             USING ERRCODE = '22023', COLUMN = 'payload';
     END IF;
     IF n > 1 THEN
-        -- Rows are locked in delivery_id order, so overlapping batches never deadlock.
+        -- Rows are locked in delivery_id order, so overlapping batches never deadlock;
+        -- FOR NO KEY UPDATE (what the UPDATE takes anyway), so an outcome recorded meanwhile
+        -- (its foreign key takes KEY SHARE while it holds the message id's advisory lock,
+        -- which this report waits for) is not blocked into a deadlock.
         PERFORM FROM email.deliveries AS d WHERE d.delivery_id = ANY (p_delivery_ids)
-        ORDER BY d.delivery_id FOR UPDATE;
+        ORDER BY d.delivery_id FOR NO KEY UPDATE;
     END IF;
     -- The positions that apply (per id, the first naming the live attempt) and where each
     -- leaves its delivery; the update re-checks the attempt: changed is what it did.

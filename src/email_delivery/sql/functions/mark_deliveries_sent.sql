@@ -41,9 +41,12 @@ BEGIN
             USING ERRCODE = '22023', COLUMN = 'payload';
     END IF;
     IF cardinality(p_delivery_ids) > 1 THEN
-        -- Rows are locked in delivery_id order, so overlapping batches never deadlock.
+        -- Rows are locked in delivery_id order, so overlapping batches never deadlock;
+        -- FOR NO KEY UPDATE (what the UPDATE takes anyway), so an outcome recorded meanwhile
+        -- (its foreign key takes KEY SHARE while it holds the message id's advisory lock,
+        -- which this report waits for) is not blocked into a deadlock.
         PERFORM FROM email.deliveries AS d WHERE d.delivery_id = ANY (p_delivery_ids)
-        ORDER BY d.delivery_id FOR UPDATE;
+        ORDER BY d.delivery_id FOR NO KEY UPDATE;
     END IF;
     -- The attempt's provider facts, per position (NULL when it has none): typed in
     -- email.delivery_attempts, and on the audit event beside the caller's payload.
@@ -60,7 +63,8 @@ BEGIN
     WITH updated AS (
         UPDATE email.deliveries AS d
         SET status = 'sent', last_error_code = NULL, last_error_message = NULL
-        WHERE d.delivery_id = ANY (p_delivery_ids) AND d.status <> 'sent'
+        -- A suppressed delivery was never claimed: no report can be its truth.
+        WHERE d.delivery_id = ANY (p_delivery_ids) AND d.status NOT IN ('sent', 'suppressed')
         RETURNING d.delivery_id
     )
     SELECT coalesce(array_agg(updated.delivery_id), '{}') INTO updated_ids FROM updated;
