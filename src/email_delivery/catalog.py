@@ -55,6 +55,15 @@ TABLE_PRIVILEGES: dict[str, dict[str, tuple[str, ...]]] = {
     "webhook_feed_state": {},
     # Sessions that LISTEN for the feed (0009): written by the SECURITY DEFINER heartbeat.
     "feed_listeners": {},
+    # Provider facts and outcomes (revision 0010): written by the owner's functions only
+    # (mark_sent / mark_failed, record_delivery_outcome); the worker reads them to order
+    # its providers (provider_health), readers for support and dashboards.
+    "delivery_attempts": {READER_ROLE: ("SELECT",), WRITER_ROLE: ("SELECT",)},
+    "outcome_events": {READER_ROLE: ("SELECT",), WRITER_ROLE: ("SELECT",)},
+    "delivery_outcomes": {READER_ROLE: ("SELECT",), WRITER_ROLE: ("SELECT",)},
+    # The suppression list (revision 0012): bounces and complaints add entries through the
+    # owner's functions, the owner edits it by hand; the worker and readers may look.
+    "suppressions": {READER_ROLE: ("SELECT",), WRITER_ROLE: ("SELECT",)},
 }
 """Who may do what on each table; each (table, role, command) has one permissive policy
 ``<table>_<role>_<command>`` in ``sql/policies``. Nobody but the owner writes: the worker
@@ -80,6 +89,8 @@ VIEW_PRIVILEGES: dict[str, dict[str, tuple[str, ...]]] = {
     "delivery_stats_daily": _READ,
     "pending_deliveries": _READ,
     "delivery_health": _READ,
+    "provider_metrics_24h": _READ,
+    "unmatched_outcome_events": _READ,
 }
 """Grants on the views: email_reader reads them; nobody else, anon included."""
 
@@ -135,6 +146,17 @@ FUNCTION_EXECUTE: dict[str, tuple[str, ...]] = {
     "notify_delivery_feed": (),
     "feed_listener_heartbeat": _READ_AND_WRITE,
     "feed_listener_stop": _READ_AND_WRITE,
+    # Provider facts and outcomes (revision 0010).
+    "record_delivery_outcome": (WRITER_ROLE,),
+    "match_outcome_events": (WRITER_ROLE,),
+    "provider_metrics": _READ_AND_WRITE,
+    "outcome_rank": _READ_AND_WRITE,
+    "attempt_facts": (),
+    "record_attempt_facts": (),
+    "provider_message_lock": (),
+    "apply_outcome_events": (),
+    # The suppression list (revision 0012): run inside the enqueue functions, as the owner.
+    "suppress_new_deliveries": (),
 }
 """Every function by name and the roles that may execute it (``()``: nobody but its owner;
 triggers need no EXECUTE, and the lifecycle functions run as the owner)."""

@@ -43,6 +43,8 @@ class DeliveryStatus(enum.StrEnum):
     RETRYING = "retrying"
     FAILED = "failed"
     DEAD_LETTER = "dead_letter"
+    SUPPRESSED = "suppressed"
+    """Never sent: the recipient is on the suppression list (revision 0011/0012); final."""
 
 
 delivery_status = Enum(
@@ -283,6 +285,10 @@ class DeliveryRollupDeletion(Base):
     workflow: Mapped[str] = mapped_column(Text, primary_key=True)
 
 
+SUPPRESSION_REASONS = ("hard_bounce", "complaint", "manual")
+"""Why an address is suppressed, weakest first (an entry keeps the strongest reason)."""
+_SUPPRESSION_REASON_LIST = ", ".join(f"'{reason}'" for reason in SUPPRESSION_REASONS)
+
 MAX_POLICY_ATTEMPTS = 100
 MAX_LEASE = "1 day"
 MAX_BACKOFF_CAP = "7 days"
@@ -334,6 +340,17 @@ class WorkflowPolicy(Base):
     and more than twice the share of the last 24 hours (at least 10 finished)."""
     updated_at: Mapped[datetime] = mapped_column(server_default=text("now()"))
     updated_by: Mapped[str] = mapped_column(Text, server_default=text("SESSION_USER"))
+    track_engagement: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    """Record ``opened`` / ``clicked`` provider events as outcomes (revision 0010); off by
+    default: tracking pixels and rewritten links are the workflow owner's choice."""
+    send_despite_suppression: Mapped[list[str]] = mapped_column(
+        ARRAY(Text), server_default=text("'{}'::text[]")
+    )
+    """Suppression reasons this workflow sends through (revision 0012), e.g. a password
+    reset: ``{hard_bounce}`` (a suppressed reset locks the user out)."""
+    suppress_for: Mapped[timedelta | None] = mapped_column(INTERVAL)
+    """How long a hard bounce or complaint of this workflow's mail suppresses the address
+    (NULL: until removed)."""
 
     __table_args__ = (
         CheckConstraint(
@@ -377,6 +394,13 @@ class WorkflowPolicy(Base):
         CheckConstraint(
             "alert_failure_rate IS NULL OR alert_failure_rate BETWEEN 0 AND 1",
             name="alert_failure_rate_range",
+        ),
+        CheckConstraint(
+            f"send_despite_suppression <@ ARRAY[{_SUPPRESSION_REASON_LIST}]::text[]",
+            name="send_despite_suppression_known",
+        ),
+        CheckConstraint(
+            "suppress_for IS NULL OR suppress_for >= interval '1 hour'", name="suppress_for_range"
         ),
     )
 
@@ -551,3 +575,217 @@ class FeedListener(Base):
 
     backend_pid: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     expires_at: Mapped[datetime]
+PROVIDER_PATTERN = r"^[a-z][a-z0-9-]{0,31}$"
+"""A provider slug: ``ses``, ``postmark``, ``smtp-primary`` …"""
+MAX_PROVIDER_MESSAGE_ID_LENGTH = 150
+PROVIDER_MESSAGE_ID_PATTERN = f"^[!-~]{{1,{MAX_PROVIDER_MESSAGE_ID_LENGTH}}}$"
+"""Printable ASCII: every provider's message id is (UUIDs, ``<…@…>`` Message-IDs, SendGrid's
+dotted ids), and 150 of them escaped as JSON fit the audit payload's 512-byte headroom."""
+MAX_PROVIDER_EVENT_ID_LENGTH = 256
+MAX_OUTCOME_REASON_LENGTH = 500
+OUTCOME_KINDS = ("deferred", "delivered", "opened", "clicked", "bounced", "rejected", "complained")
+"""``providers.events.OutcomeKind``, in precedence order (a test keeps them equal)."""
+_OUTCOME_KIND_LIST = ", ".join(f"'{kind}'" for kind in OUTCOME_KINDS)
+
+
+class DeliveryAttempt(Base):
+    """The provider facts of one reported attempt (revision 0011): which provider took it,
+    the id its API returned, its reply code and how long the send took.
+
+    Written by ``mark_deliveries_sent`` / ``mark_deliveries_failed`` when the caller passes
+    any of them (a call without them writes nothing here). The same facts ride on the
+    attempt's audit event payload; these typed columns are what support (a provider message
+    id to a delivery) and the provider metrics query.
+    """
+
+    __tablename__ = "delivery_attempts"
+
+    delivery_id: Mapped[str] = mapped_column(
+        Text, ForeignKey(f"{SCHEMA}.deliveries.delivery_id", ondelete="CASCADE"), primary_key=True
+    )
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    result: Mapped[str] = mapped_column(Text, primary_key=True)
+    """``sent`` or ``failed``: which report carried the facts."""
+    workflow: Mapped[str] = mapped_column(Text)
+    """The delivery's workflow, copied so provider metrics need no join."""
+    provider: Mapped[str | None] = mapped_column(Text)
+    provider_message_id: Mapped[str | None] = mapped_column(Text)
+    reply_code: Mapped[int | None] = mapped_column(Integer)
+    """The SMTP reply code (250, 421, 550) or the provider API's HTTP status (200, 429)."""
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
+    """How long the send took, as the worker measured it."""
+    reported_at: Mapped[datetime] = mapped_column(server_default=text("now()"))
+
+    __table_args__ = (
+        CheckConstraint("result IN ('sent', 'failed')", name="result_known"),
+        CheckConstraint("attempt >= 0", name="attempt_non_negative"),
+        CheckConstraint(f"provider ~ '{PROVIDER_PATTERN}'", name="provider_format"),
+        CheckConstraint(
+            "provider_message_id IS NULL OR (provider IS NOT NULL AND "
+            f"provider_message_id ~ '{PROVIDER_MESSAGE_ID_PATTERN}')",
+            name="provider_message_id_format",
+        ),
+        CheckConstraint("reply_code BETWEEN 100 AND 599", name="reply_code_range"),
+        CheckConstraint("duration_ms >= 0", name="duration_ms_non_negative"),
+        # A provider's message id names one message: unique per provider, and the way an
+        # outcome event (which carries only that id) finds its delivery.
+        Index(
+            "ix_delivery_attempts_provider_message_id",
+            "provider",
+            "provider_message_id",
+            unique=True,
+            postgresql_where=text("provider_message_id IS NOT NULL"),
+        ),
+        # Provider metrics read a time window.
+        Index(None, "reported_at"),
+    )
+
+
+class OutcomeEvent(Base):
+    """One provider event about a message (revision 0011), as
+    ``email.record_delivery_outcome`` received it: append-only, one row per (provider,
+    event_id), so a retried webhook is recorded once.
+
+    ``delivery_id`` is NULL while the event matches no delivery (its provider message id is
+    not stored yet): such an event is kept and matched when ``mark_sent`` stores the id (or
+    the delivery id it echoed arrives), and listed by ``unmatched_outcome_events`` until
+    then. It is the outcome's audit trail; ``delivery_events`` stays the pipeline's.
+    """
+
+    __tablename__ = "outcome_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    provider: Mapped[str] = mapped_column(Text)
+    event_id: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(Text)
+    permanent: Mapped[bool | None] = mapped_column(Boolean)
+    occurred_at: Mapped[datetime]
+    provider_message_id: Mapped[str | None] = mapped_column(Text)
+    echoed_delivery_id: Mapped[str | None] = mapped_column(Text)
+    """The delivery id the provider echoed back (header or custom variable), if any."""
+    delivery_id: Mapped[str | None] = mapped_column(
+        Text, ForeignKey(f"{SCHEMA}.deliveries.delivery_id", ondelete="CASCADE")
+    )
+    """The matched delivery; NULL until matched."""
+    recipient: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
+    smtp_code: Mapped[int | None] = mapped_column(Integer)
+    provider_event_type: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(server_default=text("now()"))
+    matched_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        UniqueConstraint("provider", "event_id", name="uq_outcome_events_provider_event"),
+        CheckConstraint(f"provider ~ '{PROVIDER_PATTERN}'", name="provider_format"),
+        CheckConstraint(
+            f"char_length(event_id) BETWEEN 1 AND {MAX_PROVIDER_EVENT_ID_LENGTH}",
+            name="event_id_length",
+        ),
+        CheckConstraint(f"kind IN ({_OUTCOME_KIND_LIST})", name="kind_known"),
+        CheckConstraint("permanent IS NULL OR kind = 'bounced'", name="permanent_only_bounced"),
+        CheckConstraint(
+            f"provider_message_id ~ '{PROVIDER_MESSAGE_ID_PATTERN}'",
+            name="provider_message_id_format",
+        ),
+        CheckConstraint(
+            "provider_message_id IS NOT NULL OR echoed_delivery_id IS NOT NULL",
+            name="names_a_message",
+        ),
+        CheckConstraint(
+            f"echoed_delivery_id ~ '{DELIVERY_ID_PATTERN}'", name="echoed_delivery_id_format"
+        ),
+        CheckConstraint(
+            f"char_length(reason) BETWEEN 1 AND {MAX_OUTCOME_REASON_LENGTH}", name="reason_length"
+        ),
+        CheckConstraint("smtp_code BETWEEN 200 AND 599", name="smtp_code_range"),
+        CheckConstraint(
+            "char_length(provider_event_type) BETWEEN 1 AND 100", name="provider_event_type_length"
+        ),
+        CheckConstraint(
+            f"char_length(recipient) <= {MAX_RECIPIENT_LENGTH} AND recipient = lower(recipient)",
+            name="recipient_format",
+        ),
+        CheckConstraint(
+            "(delivery_id IS NULL) = (matched_at IS NULL)", name="matched_iff_delivery"
+        ),
+        Index(None, "delivery_id", "occurred_at"),
+        # The unmatched events, waiting for their message id or delivery id to arrive.
+        Index(
+            "ix_outcome_events_unmatched_message",
+            "provider",
+            "provider_message_id",
+            postgresql_where=text("delivery_id IS NULL"),
+        ),
+        Index(
+            "ix_outcome_events_unmatched_delivery",
+            "echoed_delivery_id",
+            postgresql_where=text("delivery_id IS NULL"),
+        ),
+    )
+
+
+class DeliveryOutcome(Base):
+    """What the provider says became of a delivery (revision 0011): the outcome of highest
+    precedence among its events (``providers.events``: deferred < delivered < opened <
+    clicked < bounced < rejected < complained; a permanent bounce outranks a transient one).
+    It only ever rises: a late ``delivered`` never hides a bounce. The pipeline status is
+    untouched (``sent`` stays final)."""
+
+    __tablename__ = "delivery_outcomes"
+
+    delivery_id: Mapped[str] = mapped_column(
+        Text, ForeignKey(f"{SCHEMA}.deliveries.delivery_id", ondelete="CASCADE"), primary_key=True
+    )
+    workflow: Mapped[str] = mapped_column(Text)
+    outcome: Mapped[str] = mapped_column(Text)
+    permanent: Mapped[bool | None] = mapped_column(Boolean)
+    reason: Mapped[str | None] = mapped_column(Text)
+    provider: Mapped[str] = mapped_column(Text)
+    outcome_at: Mapped[datetime]
+    """When the event of the current outcome happened (the provider's time)."""
+    delivered_at: Mapped[datetime | None]
+    """The first ``delivered`` (or opened/clicked) event's time: sent-to-delivered latency."""
+    events: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    """How many of its provider events were recorded."""
+    updated_at: Mapped[datetime] = mapped_column(server_default=text("now()"))
+
+    __table_args__ = (
+        CheckConstraint(f"outcome IN ({_OUTCOME_KIND_LIST})", name="outcome_known"),
+        CheckConstraint("permanent IS NULL OR outcome = 'bounced'", name="permanent_only_bounced"),
+        CheckConstraint("events >= 1", name="events_positive"),
+        Index(None, "outcome_at"),
+    )
+
+
+class Suppression(Base):
+    """An address no mail goes to (revision 0012): hard bounces and complaints add entries
+    when their outcome is recorded, the owner adds and removes them by hand. ``enqueue``
+    checks it; see ``email_delivery.suppressions``."""
+
+    __tablename__ = "suppressions"
+
+    address: Mapped[str] = mapped_column(Text, primary_key=True)
+    """Normalised like a recipient: trimmed, lower-cased."""
+    reason: Mapped[str] = mapped_column(Text)
+    source_delivery_id: Mapped[str | None] = mapped_column(Text)
+    """The delivery whose bounce or complaint added it (kept after retention removed it)."""
+    provider: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[str | None] = mapped_column(Text)
+    """The provider's reason, or the operator's note."""
+    created_at: Mapped[datetime] = mapped_column(server_default=text("now()"))
+    expires_at: Mapped[datetime | None]
+    """NULL: until removed."""
+    created_by: Mapped[str] = mapped_column(Text, server_default=text("SESSION_USER"))
+
+    __table_args__ = (
+        CheckConstraint(
+            f"char_length(address) <= {MAX_RECIPIENT_LENGTH} "
+            "AND address ~ '^[^@[:space:]]+@[^@[:space:]]+$' AND address = lower(address)",
+            name="address_format",
+        ),
+        CheckConstraint(f"reason IN ({_SUPPRESSION_REASON_LIST})", name="reason_known"),
+        CheckConstraint(
+            f"char_length(detail) BETWEEN 1 AND {MAX_OUTCOME_REASON_LENGTH}", name="detail_length"
+        ),
+        CheckConstraint("expires_at > created_at", name="expires_after_created"),
+    )

@@ -30,6 +30,7 @@ from email_delivery.errors import InvalidInput, translate_errors
 from email_delivery.models import (
     DEFAULT_POLICY_WORKFLOW,
     MAX_POLICY_ATTEMPTS,
+    SUPPRESSION_REASONS,
     WORKFLOW_PATTERN,
 )
 from email_delivery.urls import location
@@ -59,6 +60,13 @@ class Policy:
     alert_expired_claim_age: timedelta | None
     alert_dead_letters_per_hour: int | None
     alert_failure_rate: float | None
+    track_engagement: bool = False
+    """Record ``opened`` / ``clicked`` provider events as outcomes (revision 0010)."""
+    send_despite_suppression: tuple[str, ...] = ()
+    """Suppression reasons this workflow still sends through (revision 0012)."""
+    suppress_for: timedelta | None = None
+    """How long a hard bounce or complaint of its mail suppresses the address (NULL:
+    until removed)."""
     updated_at: datetime
     updated_by: str
 
@@ -79,10 +87,12 @@ _INTERVALS = {
     "alert_queued_age": (MIN_INTERVAL, None),
     "alert_retrying_age": (MIN_INTERVAL, None),
     "alert_expired_claim_age": (MIN_INTERVAL, None),
+    "suppress_for": (timedelta(hours=1), None),
 }
 _NULLABLE = {
     "keep_sent_for", "keep_failed_for", "alert_queued_age", "alert_retrying_age",
     "alert_expired_claim_age", "alert_dead_letters_per_hour", "alert_failure_rate",
+    "suppress_for",
 }  # fmt: skip
 _CONSTRAINT = re.compile(r"ck_workflow_policies_(\w+?)_(?:range|format|positive)")
 
@@ -132,6 +142,14 @@ def _check(changes: dict[str, Any], merged: dict[str, Any]) -> None:
             isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1
         ):
             raise InvalidInput(name, "must be a number between 0 and 1")
+        elif name == "track_engagement" and not isinstance(value, bool):
+            raise InvalidInput(name, "must be a bool")
+        elif name == "send_despite_suppression" and (
+            isinstance(value, str)
+            or not isinstance(value, list | tuple)
+            or any(reason not in SUPPRESSION_REASONS for reason in value)
+        ):
+            raise InvalidInput(name, f"a list of {', '.join(SUPPRESSION_REASONS)}")
     if merged["backoff_cap"] < merged["backoff_base"]:
         raise InvalidInput("backoff_cap", "must be at least backoff_base")
     sent, failed = merged["keep_sent_for"], merged["keep_failed_for"]
@@ -140,7 +158,9 @@ def _check(changes: dict[str, Any], merged: dict[str, Any]) -> None:
 
 
 def _policy(row: Any) -> Policy:
-    return Policy(**{f.name: getattr(row, f.name) for f in fields(Policy)})
+    values = {f.name: getattr(row, f.name) for f in fields(Policy)}
+    values["send_despite_suppression"] = tuple(values["send_despite_suppression"])
+    return Policy(**values)
 
 
 async def _run(engine: AsyncEngine, action: Any) -> Any:
@@ -176,11 +196,14 @@ async def set_policy(engine: AsyncEngine, workflow: str, **changes: Any) -> Poli
     key = check_workflow_key(workflow)
     if not changes:
         raise InvalidInput("changes", "name at least one field to set")
+    if "send_despite_suppression" in changes and changes["send_despite_suppression"] is None:
+        changes["send_despite_suppression"] = []  # "none": no reason
 
     async def action(conn: AsyncConnection) -> Policy:
         current = (await conn.execute(_SQL["effective_for_update"], {"workflow": key})).one()
         merged = {name: getattr(current, name) for name in SETTABLE} | changes
         _check(changes, merged)
+        merged["send_despite_suppression"] = sorted(set(merged["send_despite_suppression"]))
         row = (await conn.execute(_SQL["upsert"], {"workflow": key, **merged})).one()
         return _policy(row)
 

@@ -27,6 +27,7 @@ from typing import Any, Literal
 from sqlalchemy import (
     ColumnElement,
     DateTime,
+    Double,
     Integer,
     Select,
     Text,
@@ -41,7 +42,14 @@ from sqlalchemy.dialects.postgresql import JSONB, aggregate_order_by
 
 from email_delivery import catalog, rules
 from email_delivery.errors import InvalidInput
-from email_delivery.models import Delivery, DeliveryEvent, DeliveryStatus
+from email_delivery.models import (
+    Delivery,
+    DeliveryAttempt,
+    DeliveryEvent,
+    DeliveryOutcome,
+    DeliveryStatus,
+    OutcomeEvent,
+)
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -50,8 +58,10 @@ __all__ = [
     "Cursor",
     "delivery",
     "delivery_events",
+    "delivery_outcome",
     "delivery_with_events",
     "normalize_recipient",
+    "outcome_events",
     "pending_deliveries",
     "recipient_deliveries",
     "workflow_stats",
@@ -64,6 +74,9 @@ Bucket = Literal["hour", "day"]
 
 _D = Delivery.__table__.c
 _E = DeliveryEvent.__table__.c
+_O = DeliveryOutcome.__table__.c
+_A = DeliveryAttempt.__table__.c
+_OE = OutcomeEvent.__table__.c
 _MAX_PAGE = 1000
 
 
@@ -102,6 +115,53 @@ def delivery_events(*, delivery_id: str) -> Select[Any]:
         select(DeliveryEvent.__table__)
         .where(_E.delivery_id == delivery_id, _since_the_delivery(delivery_id))
         .order_by(_E.id)
+    )
+
+
+def delivery_outcome(*, delivery_id: str) -> Select[Any]:
+    """What the provider says became of the delivery (revision 0010) and which provider
+    took its latest reported attempt: one row (``outcome`` … NULL before any provider event
+    matched it, ``provider`` NULL when no attempt named one), none when neither exists."""
+    outcome = (
+        select(
+            _O.outcome,
+            _O.permanent.label("outcome_permanent"),
+            _O.reason.label("outcome_reason"),
+            _O.outcome_at,
+            _O.delivered_at,
+        )
+        .where(_O.delivery_id == delivery_id)
+        .subquery()
+    )
+    attempt = (
+        select(_A.provider, _A.provider_message_id)
+        .where(_A.delivery_id == delivery_id, _A.provider.is_not(None))
+        .order_by(_A.attempt.desc(), (_A.result == "sent").desc())
+        .limit(1)
+        .subquery()
+    )
+    return select(*outcome.c, *attempt.c).select_from(
+        outcome.join(attempt, literal_column("true"), full=True)
+    )
+
+
+def outcome_events(*, delivery_id: str) -> Select[Any]:
+    """The delivery's provider events (its outcome's audit trail), in the order they
+    happened. Uses ``(delivery_id, occurred_at)``."""
+    return (
+        select(
+            _OE.occurred_at,
+            _OE.provider,
+            _OE.kind,
+            _OE.permanent,
+            _OE.reason,
+            _OE.smtp_code,
+            _OE.provider_event_type,
+            _OE.event_id,
+            _OE.received_at,
+        )
+        .where(_OE.delivery_id == delivery_id)
+        .order_by(_OE.occurred_at, _OE.id)
     )
 
 
@@ -193,7 +253,11 @@ def recipient_deliveries(
     """
     if not 1 <= limit <= _MAX_PAGE:
         raise InvalidInput("limit", f"must be between 1 and {_MAX_PAGE}")
-    query = select(Delivery.__table__).where(_D.recipient == normalize_recipient(recipient))
+    query = (
+        select(Delivery.__table__, _O.outcome)
+        .select_from(Delivery.__table__.outerjoin(DeliveryOutcome.__table__))
+        .where(_D.recipient == normalize_recipient(recipient))
+    )
     if after is not None:
         query = query.where(
             tuple_(_D.queued_at, _D.delivery_id) < tuple_(after.queued_at, after.delivery_id)
@@ -244,8 +308,19 @@ def pending_deliveries(
 # ---------------------------------------------------------------------------------------------
 
 STATS_COLUMNS = catalog.head().function("delivery_stats").result_columns
-"""Columns of ``workflow_stats`` and of the ``email.delivery_stats_*`` views, in order: the
-result columns of ``email.delivery_stats`` (``sql/functions/delivery_stats.sql``)."""
+"""Columns of the ``email.delivery_stats_*`` views, in order: the result columns of
+``email.delivery_stats`` (``sql/functions/delivery_stats.sql``)."""
+OUTCOME_STATS_COLUMNS = (
+    "delivered",
+    "bounced",
+    "complained",
+    "delivery_rate",
+    "bounce_rate",
+    "complaint_rate",
+)
+"""What ``workflow_stats`` adds after ``STATS_COLUMNS`` (revision 0010): the sent
+deliveries' provider outcomes, counts and shares of ``sent``."""
+WORKFLOW_STATS_COLUMNS = (*STATS_COLUMNS, *OUTCOME_STATS_COLUMNS)
 
 
 def workflow_stats(
@@ -273,6 +348,10 @@ def workflow_stats(
       ``last_error_code`` values (the error that ended or is holding up each delivery; errors
       that a retry overcame are in the audit trail and in ``retry_rate``).
 
+    Then ``OUTCOME_STATS_COLUMNS`` (revision 0010): ``delivered``, ``bounced``,
+    ``complained`` among the sent ones (their provider outcome), and each as a share of
+    ``sent`` (NULL while none was sent). Columns in all: ``WORKFLOW_STATS_COLUMNS``.
+
     Uses ``(queued_at)``; a 24-hour window reads only that day's rows. The arguments are
     checked here first (``InvalidInput`` names the field) and again by the database.
     """
@@ -293,4 +372,67 @@ def workflow_stats(
         bindparam("workflow", workflow, type_=Text()),
         bindparam("top_errors", top_errors, type_=Integer()),
     ).table_valued(*(column(name) for name in STATS_COLUMNS))
-    return select(*stats.c).order_by(stats.c.workflow, stats.c.bucket)
+    outcomes = _outcome_counts(since, until, bucket, workflow)
+    sent = func.nullif(stats.c.sent, 0)
+    return (
+        select(
+            *stats.c,
+            func.coalesce(outcomes.c.delivered, 0).label("delivered"),
+            func.coalesce(outcomes.c.bounced, 0).label("bounced"),
+            func.coalesce(outcomes.c.complained, 0).label("complained"),
+            (func.coalesce(outcomes.c.delivered, 0) / func.cast(sent, Double)).label(
+                "delivery_rate"
+            ),
+            (func.coalesce(outcomes.c.bounced, 0) / func.cast(sent, Double)).label("bounce_rate"),
+            (func.coalesce(outcomes.c.complained, 0) / func.cast(sent, Double)).label(
+                "complaint_rate"
+            ),
+        )
+        .select_from(
+            stats.outerjoin(
+                outcomes,
+                (outcomes.c.workflow == stats.c.workflow)
+                & outcomes.c.bucket.is_not_distinct_from(stats.c.bucket),
+            )
+        )
+        .order_by(stats.c.workflow, stats.c.bucket)
+    )
+
+
+def _outcome_counts(
+    since: datetime, until: datetime | None, bucket: Bucket | None, workflow: str | None
+) -> Any:
+    """Per workflow (and bucket, as ``email.delivery_stats`` buckets), what became of the
+    sent deliveries queued in the window (revision 0010): delivered, bounced, complained.
+    Uses ``ix_deliveries_finished`` (status, queued_at) and the outcomes' primary key."""
+    bucket_of = (
+        literal_column("CAST(NULL AS timestamptz)")
+        if bucket is None
+        else func.date_bin(
+            literal_column(f"interval '1 {bucket}'"),
+            _D.queued_at,
+            literal_column(rules.STATS_BUCKET_ORIGIN),
+        )
+    )
+    query = (
+        select(
+            _D.workflow,
+            bucket_of.label("bucket"),
+            func.count().filter(_O.delivered_at.is_not(None)).label("delivered"),
+            func.count().filter(_O.outcome == "bounced").label("bounced"),
+            func.count().filter(_O.outcome == "complained").label("complained"),
+        )
+        .select_from(Delivery.__table__.join(DeliveryOutcome.__table__))
+        .where(
+            _status_is(_D.status, DeliveryStatus.SENT),
+            _D.queued_at >= bindparam("outcome_since", since, type_=DateTime(timezone=True)),
+        )
+        .group_by(_D.workflow, literal_column("2"))
+    )
+    if until is not None:
+        query = query.where(
+            _D.queued_at < bindparam("outcome_until", until, type_=DateTime(timezone=True))
+        )
+    if workflow is not None:
+        query = query.where(_D.workflow == bindparam("outcome_workflow", workflow))
+    return query.subquery()

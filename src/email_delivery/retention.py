@@ -37,6 +37,15 @@ from email_delivery.errors import InvalidInput, PermissionDenied, translate_erro
 from email_delivery.models import DEFAULT_POLICY_WORKFLOW, DeliveryStatus
 from email_delivery.urls import location
 
+_PRUNED_STATUSES = (
+    DeliveryStatus.SENT,
+    DeliveryStatus.FAILED,
+    DeliveryStatus.DEAD_LETTER,
+    DeliveryStatus.SUPPRESSED,
+)
+"""The finished statuses retention deletes: sent ones after ``older_than``, the others
+(suppressed ones too, revision 0012) after ``keep_failed_for``."""
+
 __all__ = ["PruneReport", "prune"]
 
 SCRUB_KEEPS_METADATA_KEYS = rules.RESERVED_METADATA_KEYS
@@ -167,7 +176,7 @@ async def prune(
                 scope,
             )
             for scope in scopes
-            for status in (DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.DEAD_LETTER)
+            for status in _PRUNED_STATUSES
         ]
         report.expected_deliveries = 0
         for status, cutoff, scope in deletions:
@@ -205,7 +214,7 @@ async def prune(
             report.by_status[status.value] = report.by_status.get(status.value, 0) + deleted[0]
         if scrub_after is not None:
             every = _Scope(sent=older_than, failed=keep_failed_for)
-            for status in (DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.DEAD_LETTER):
+            for status in _PRUNED_STATUSES:
                 scrubbed = await _walk(
                     conn,
                     _SCRUB_BATCH,

@@ -30,6 +30,7 @@ from email_delivery.models import (
     MAX_ERROR_MESSAGE_LENGTH,
     MAX_JSON_BYTES,
     MAX_LEASE,
+    MAX_OUTCOME_REASON_LENGTH,
     Delivery,
 )
 from email_delivery.models import DeliveryStatus as S
@@ -40,13 +41,16 @@ from email_delivery.models import DeliveryStatus as S
 
 TRANSITIONS: MappingProxyType[S, frozenset[S]] = MappingProxyType(
     {
-        S.QUEUED: frozenset({S.IN_PROGRESS, S.SENT, S.FAILED, S.DEAD_LETTER}),
+        # suppressed: only at enqueue, when the recipient is on the suppression list.
+        S.QUEUED: frozenset({S.IN_PROGRESS, S.SENT, S.FAILED, S.DEAD_LETTER, S.SUPPRESSED}),
         S.IN_PROGRESS: frozenset({S.SENT, S.RETRYING, S.FAILED, S.DEAD_LETTER}),
         S.RETRYING: frozenset({S.IN_PROGRESS, S.SENT, S.FAILED, S.DEAD_LETTER}),
         # A requeue by an operator, or a late success report: nothing else.
         S.FAILED: frozenset({S.QUEUED, S.SENT}),
         S.DEAD_LETTER: frozenset({S.QUEUED, S.SENT}),
         S.SENT: frozenset(),
+        # Final like sent: a new delivery id is enqueued once the address is cleared.
+        S.SUPPRESSED: frozenset(),
     }
 )
 """Every move between two different statuses that is allowed (staying is always allowed:
@@ -55,7 +59,7 @@ rendered from it."""
 
 ACTIVE_STATUSES = (S.QUEUED, S.IN_PROGRESS, S.RETRYING)
 """Not finished: the worker still owes these an attempt or a report."""
-TERMINAL_STATUSES = (S.SENT, S.FAILED, S.DEAD_LETTER)
+TERMINAL_STATUSES = (S.SENT, S.FAILED, S.DEAD_LETTER, S.SUPPRESSED)
 """Statuses the worker never leaves on its own (``failed``/``dead_letter`` only by requeue)."""
 FAILED_STATUSES = (S.FAILED, S.DEAD_LETTER)
 """Finished without being sent; an operator's requeue moves these back to ``queued``."""
@@ -75,6 +79,11 @@ CLAIM_ASSIGNMENTS = (
     "lease_expires_at = now() + coalesce(p_lease, (email.workflow_policy(d.workflow)).lease)"
 )
 """What a claim writes: the new attempt and its expiry, ``p_lease`` or the workflow's lease."""
+
+
+SENT_REPORT_SKIPS = (S.SENT, S.SUPPRESSED)
+"""What a success report leaves alone: already sent, or suppressed (never claimed, so no
+report can be its truth). Shared by mark_delivery_sent and mark_deliveries_sent."""
 
 
 def is_allowed(old: S, new: S) -> bool:
@@ -407,6 +416,7 @@ _RENDERERS: dict[str, Callable[[], str]] = {
         claimable=_sql_list(s.value for s in CLAIMABLE_STATUSES)
     ),
     "claim_assignments": lambda: CLAIM_ASSIGNMENTS,
+    "sent_report_skips": lambda: _sql_list(s.value for s in SENT_REPORT_SKIPS),
     "failed_statuses": lambda: _sql_list(s.value for s in FAILED_STATUSES),
     "terminal_statuses": lambda: _sql_list(s.value for s in TERMINAL_STATUSES),
     "delivery_row": lambda: ", ".join(f"d.{name}" for name in DELIVERY_ROW_COLUMNS),
@@ -419,6 +429,7 @@ _RENDERERS: dict[str, Callable[[], str]] = {
     "reserved_metadata_keys": lambda: f"ARRAY[{_quoted(RESERVED_METADATA_KEYS)}]",
     "lease_expired_code": lambda: _literal(LEASE_EXPIRED_CODE),
     "max_caller_json_bytes": lambda: str(MAX_CALLER_JSON_BYTES),
+    "max_outcome_reason": lambda: str(MAX_OUTCOME_REASON_LENGTH),
     "max_batch": lambda: str(MAX_BATCH),
     "max_lease": lambda: _literal(MAX_LEASE),
     "max_backoff_cap": lambda: _literal(MAX_BACKOFF_CAP),

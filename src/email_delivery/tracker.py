@@ -36,6 +36,15 @@ from email_delivery.connector import Connector, Record
 from email_delivery.errors import DeliveryConflict, DeliveryNotFound, InvalidInput, NotYet
 from email_delivery.group_commit import Batcher, GroupCommit
 from email_delivery.models import Delivery, DeliveryEvent, DeliveryStatus
+from email_delivery.outcomes import (
+    DeliveryOutcome,
+    OutcomeEvent,
+    OutcomeResult,
+    ProviderMetrics,
+    check_provider_facts,
+    outcome_args,
+)
+from email_delivery.providers.events import OutcomeKind, ProviderEvent
 
 __all__ = [
     "Claim",
@@ -55,6 +64,15 @@ class EnqueueResult:
     """False: the delivery existed (a redelivered event); nothing changed."""
     conflicts: tuple[str, ...] = ()
     """``enqueue_many`` only: fields that differ from the stored row; nothing was written."""
+
+    @property
+    def suppression_reason(self) -> str | None:
+        """Why the delivery ended ``suppressed`` at enqueue (``hard_bounce``, ``complaint``,
+        ``manual``: its recipient is on the suppression list), else ``None``. Do not send."""
+        if self.delivery.status is not DeliveryStatus.SUPPRESSED:
+            return None
+        code = self.delivery.last_error_code or ""
+        return code.removeprefix("SUPPRESSED_").lower() or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,13 +365,28 @@ class DeliveryTracker:
         return moment
 
     async def mark_sent(
-        self, delivery_id: str, *, attempt: int, payload: Mapping[str, Any] | None = None
+        self,
+        delivery_id: str,
+        *,
+        attempt: int,
+        payload: Mapping[str, Any] | None = None,
+        provider: str | None = None,
+        provider_message_id: str | None = None,
+        reply_code: int | None = None,
+        duration: timedelta | None = None,
     ) -> TransitionResult:
-        """``sent`` from anything but ``sent`` (a late success is the truth)."""
+        """``sent`` from anything but ``sent`` (a late success is the truth).
+
+        The attempt's provider facts, all optional: ``provider`` (a slug such as ``ses``),
+        the ``provider_message_id`` its API returned (required to match its outcome events;
+        needs ``provider``), the SMTP or HTTP ``reply_code`` and the send's ``duration``.
+        They land in ``email.delivery_attempts`` and on the audit event; provider events
+        that arrived before the message id are matched now."""
         v.check_delivery_id(delivery_id)
         v.check_int(attempt, "attempt", minimum=0)
         body = v.check_json_object(payload, "payload", optional=True)
-        row = await self._one(delivery_id, "mark_delivery_sent", attempt, body)
+        facts = check_provider_facts(provider, provider_message_id, reply_code, duration)
+        row = await self._one(delivery_id, "mark_delivery_sent", attempt, body, *facts)
         return TransitionResult(delivery=_delivery(row), changed=row["changed"])
 
     async def mark_failed(
@@ -365,11 +398,16 @@ class DeliveryTracker:
         retryable: bool = True,
         max_attempts: int | None = None,
         payload: Mapping[str, Any] | None = None,
+        provider: str | None = None,
+        provider_message_id: str | None = None,
+        reply_code: int | None = None,
+        duration: timedelta | None = None,
     ) -> TransitionResult:
         """Report a failed attempt: ``retrying``, ``dead_letter`` when retries are used up,
         or ``failed`` when not retryable. A superseded attempt changes nothing. A retry waits
         for the workflow's backoff (a claim before then raises ``NotYet``); ``max_attempts``
-        overrides the workflow's policy's retry budget."""
+        overrides the workflow's policy's retry budget. The provider facts are
+        ``mark_sent``'s (kept for the live attempt only)."""
         v.check_delivery_id(delivery_id)
         v.check_int(attempt, "attempt", minimum=1)
         if max_attempts is not None:
@@ -378,6 +416,7 @@ class DeliveryTracker:
             raise InvalidInput("retryable", "must be a bool")
         code, message = v.error_code_and_message(error)
         body = v.check_json_object(payload, "payload", optional=True)
+        facts = check_provider_facts(provider, provider_message_id, reply_code, duration)
         row = await self._one(
             delivery_id,
             "mark_delivery_failed",
@@ -387,6 +426,7 @@ class DeliveryTracker:
             retryable,
             max_attempts,
             body,
+            *facts,
         )
         return TransitionResult(delivery=_delivery(row), changed=row["changed"])
 
@@ -425,6 +465,76 @@ class DeliveryTracker:
         v.check_int(limit, "limit", minimum=1)
         rows = await self._fetch(_SQL["reap_stale_deliveries"], lease, max_attempts, limit)
         return [_delivery(row) for row in rows]
+
+    # -- provider outcomes (revision 0010) ---------------------------------------------
+
+    async def record_outcome(self, event: ProviderEvent) -> OutcomeResult:
+        """Record one provider event (``email_delivery.providers`` parses webhooks into
+        them), once per (provider, event_id): a retried webhook changes nothing. It is
+        matched to its delivery by provider message id, else by the echoed delivery id, and
+        kept unmatched until ``mark_sent`` stores the id otherwise. The delivery's outcome
+        only rises (``email_delivery.outcomes``); its status never changes."""
+        args = outcome_args(event)
+        rows = await self._fetch(_SQL["record_delivery_outcome"], *args)
+        row = rows[0]
+        return OutcomeResult(
+            delivery_id=row["delivery_id"],
+            recorded=row["recorded"],
+            matched=row["matched"],
+            outcome=None if row["outcome"] is None else OutcomeKind(row["outcome"]),
+            permanent=row["permanent"],
+            changed=row["outcome_changed"],
+        )
+
+    async def record_outcomes(self, events: Iterable[ProviderEvent]) -> list[OutcomeResult]:
+        """``record_outcome`` for each event of a webhook batch, in order; all are checked
+        before any is recorded."""
+        batch = list(events)
+        for index, event in enumerate(batch):
+            outcome_args(event, f"events[{index}]")
+        return [await self.record_outcome(event) for event in batch]
+
+    async def match_outcomes(self) -> int:
+        """Match every kept unmatched provider event whose message id or delivery id has
+        arrived since (``mark_sent`` does this for its own delivery); how many matched."""
+        rows = await self._fetch(_SQL["match_outcome_events"])
+        return int(rows[0][0])
+
+    async def outcome(self, delivery_id: str) -> DeliveryOutcome | None:
+        """The delivery's outcome, ``None`` before any provider event matched it."""
+        v.check_delivery_id(delivery_id)
+        rows = await self._fetch(_SQL["delivery_outcome"], delivery_id)
+        if not rows:
+            return None
+        values = dict(rows[0])
+        values["outcome"] = OutcomeKind(values["outcome"])
+        return DeliveryOutcome(**values)
+
+    async def outcome_events(self, delivery_id: str) -> list[OutcomeEvent]:
+        """The delivery's provider events, in the order they happened."""
+        v.check_delivery_id(delivery_id)
+        rows = await self._fetch(_SQL["outcome_events"], delivery_id)
+        return [OutcomeEvent(**{**dict(row), "kind": OutcomeKind(row["kind"])}) for row in rows]
+
+    async def find_by_provider_message_id(
+        self, provider: str, provider_message_id: str
+    ) -> str | None:
+        """The delivery a provider's message id belongs to (support's lookup)."""
+        facts = check_provider_facts(provider, provider_message_id, None, None)
+        rows = await self._fetch(_SQL["find_by_provider_message_id"], facts[0], facts[1])
+        return rows[0][0] if rows else None
+
+    async def provider_health(
+        self, *, window: timedelta = timedelta(minutes=15)
+    ) -> list[ProviderMetrics]:
+        """Per provider and workflow, the attempts of the last ``window``: accepted,
+        failed, delivered, bounce/complaint/deferral rates, p50/p95 send duration and time
+        to delivered. Shared and persistent: every worker instance sees what all of them
+        reported, so one can order its providers (``outcomes.provider_order``) without
+        meeting an outage itself."""
+        v.check_positive_interval(window, "window")
+        rows = await self._fetch(_SQL["provider_metrics"], window)
+        return [ProviderMetrics(**dict(row)) for row in rows]
 
     # -- reads -------------------------------------------------------------------------
 

@@ -379,6 +379,9 @@ async def test_verify_names_view_function_grant_and_type_drift(
     assert len(lines) == len(expected), out
 
 
+MARK_SENT_ARGS = "text, integer, jsonb, text, text, integer, integer"
+
+
 async def test_verify_names_the_holes_of_a_weakened_security_design(
     cli, cluster: Cluster, database: str
 ) -> None:
@@ -394,7 +397,7 @@ async def test_verify_names_the_holes_of_a_weakened_security_design(
         await owner.execute("ALTER FUNCTION email.claim_delivery(text, interval) RESET ALL")
         await superuser.execute("CREATE ROLE ed_verify_other NOLOGIN")
         await superuser.execute(
-            "ALTER FUNCTION email.mark_delivery_sent(text, integer, jsonb) OWNER TO ed_verify_other"
+            f"ALTER FUNCTION email.mark_delivery_sent({MARK_SENT_ARGS}) OWNER TO ed_verify_other"
         )
         await superuser.execute(
             f'ALTER ROLE {WORKER_LOGIN} IN DATABASE "{database}" '
@@ -403,7 +406,7 @@ async def test_verify_names_the_holes_of_a_weakened_security_design(
         code, out, _ = cli(database, "verify")
     finally:
         await superuser.execute(
-            f"ALTER FUNCTION email.mark_delivery_sent(text, integer, jsonb) OWNER TO {OWNER}"
+            f"ALTER FUNCTION email.mark_delivery_sent({MARK_SENT_ARGS}) OWNER TO {OWNER}"
         )
         await superuser.execute("DROP ROLE ed_verify_other")
         await superuser.execute(f'ALTER ROLE {WORKER_LOGIN} IN DATABASE "{database}" RESET ALL')
@@ -417,7 +420,8 @@ async def test_verify_names_the_holes_of_a_weakened_security_design(
         "function email.claim_delivery(p_delivery_id text, p_lease interval) lacks SET "
         "search_path=pg_catalog, pg_temp",
         "function email.mark_delivery_sent(p_delivery_id text, p_attempt integer, "
-        "p_payload jsonb) is owned by ed_verify_other",
+        "p_payload jsonb, p_provider text, p_provider_message_id text, p_reply_code integer, "
+        "p_duration_ms integer) is owned by ed_verify_other",
         f"login {WORKER_LOGIN} has a default that breaks its connections",
     ):
         assert sum(fragment in line for line in out.splitlines()) == 1, (fragment, out)

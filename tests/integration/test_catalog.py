@@ -84,7 +84,15 @@ async def test_status_enum_labels_in_order(owner_tx: asyncpg.Connection) -> None
         "SELECT array_agg(enumlabel::text ORDER BY enumsortorder) FROM pg_enum "
         "WHERE enumtypid = 'email.delivery_status'::regtype"
     )
-    assert labels == ["queued", "in_progress", "sent", "retrying", "failed", "dead_letter"]
+    assert labels == [
+        "queued",
+        "in_progress",
+        "sent",
+        "retrying",
+        "failed",
+        "dead_letter",
+        "suppressed",
+    ]
     assert labels == [s.value for s in DeliveryStatus]
 
 

@@ -128,7 +128,7 @@ async def test_stats_over_24_hours(seeded: Engines, kind: str) -> None:
     since = seeded.now - timedelta(hours=24)
     rows = await seeded.rows(kind, queries.workflow_stats(since=since))
     assert [r["workflow"] for r in rows] == ["invite", "password-reset"]
-    assert list(rows[0]) == list(queries.STATS_COLUMNS)
+    assert list(rows[0]) == list(queries.WORKFLOW_STATS_COLUMNS)
     assert all(r["bucket"] is None for r in rows)
     _check_stats(rows)
 
@@ -162,7 +162,7 @@ async def test_stats_bucketed_by_hour_and_day(seeded: Engines, kind: str) -> Non
 async def test_stats_through_pandas_read_sql(seeded: Engines) -> None:
     statement = queries.workflow_stats(since=seeded.now - timedelta(hours=24))
     frame = pandas.read_sql(statement, seeded.sync_engine)
-    assert list(frame.columns) == list(queries.STATS_COLUMNS)
+    assert list(frame.columns) == list(queries.WORKFLOW_STATS_COLUMNS)
     _check_stats(frame.to_dict("records"))
 
 

@@ -16,12 +16,14 @@ PAIRS = list(itertools.product(S, S))
 
 
 def test_table_encodes_the_rules() -> None:
-    assert len(PAIRS) == 36
+    assert len(PAIRS) == 49
     assert set(TRANSITIONS) == set(S)
-    assert TRANSITIONS[S.SENT] == frozenset()
+    assert TRANSITIONS[S.SENT] == TRANSITIONS[S.SUPPRESSED] == frozenset()
     assert TRANSITIONS[S.FAILED] == TRANSITIONS[S.DEAD_LETTER] == {S.QUEUED, S.SENT}
-    assert all(S.SENT in TRANSITIONS[s] for s in S if s is not S.SENT)
-    assert sum(is_allowed(old, new) for old, new in PAIRS) == 6 + 16
+    assert all(S.SENT in TRANSITIONS[s] for s in S if s not in (S.SENT, S.SUPPRESSED))
+    # suppressed is entered only from queued (at enqueue), and left never.
+    assert [s for s in S if S.SUPPRESSED in TRANSITIONS[s]] == [S.QUEUED]
+    assert sum(is_allowed(old, new) for old, new in PAIRS) == 7 + 17
 
 
 async def test_sql_function_equals_python_table(owner_tx: asyncpg.Connection) -> None:

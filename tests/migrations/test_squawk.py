@@ -114,6 +114,41 @@ IGNORED: dict[str, dict[str, str]] = {
             "the revision's own statements end where Alembic commits its transaction"
         ),
     },
+    "0010": {
+        "ban-drop-function": (
+            "the four report functions gain optional provider facts (new parameters with "
+            "defaults): each is dropped and created again with its grants in the same "
+            "transaction, and every call that worked before still works"
+        ),
+        "prefer-bigint-over-int": (
+            "attempt, reply_code (100-599), duration_ms, smtp_code (200-599) and the event "
+            "count are CHECKed small values, never a growing key"
+        ),
+        "prefer-robust-stmts": (
+            "the tables, indexes and column are added inside the revision's transaction (a "
+            "failure rolls it back whole)"
+        ),
+        "require-concurrent-index-creation": (
+            "every index is on a table created empty in the same transaction: nothing to "
+            "scan, no writer to block"
+        ),
+    },
+    "0011": {
+        "require-enum-value-ordering": (
+            "suppressed is appended last on purpose: the labels' order is DeliveryStatus's "
+            "declared order, which autogenerate compares (op.add_enum_value appends)"
+        ),
+    },
+    "0012": {
+        "constraint-missing-not-valid": (
+            "the two CHECKs are on email.workflow_policies, one row per configured workflow: "
+            "validating them scans a handful of rows"
+        ),
+        "prefer-robust-stmts": (
+            "the table, columns and constraints are added inside the revision's transaction "
+            "(a failure rolls it back whole)"
+        ),
+    },
 }
 """Per revision: squawk rules it may break, each with the reason it is safe."""
 

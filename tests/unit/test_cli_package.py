@@ -29,6 +29,8 @@ COMMANDS = {
     "feed",
     "webhooks",
     "health",
+    "providers",
+    "suppress",
 }
 
 

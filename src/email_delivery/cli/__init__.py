@@ -43,6 +43,7 @@ COMMAND_GROUPS = (
     "policy",
     "feed",
     "webhooks",
+    "suppress",
 )
 """The modules of this package that add commands, in the order ``--help`` lists them."""
 

@@ -65,6 +65,12 @@ async def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if not rows:
             raise DeliveryNotFound(args.delivery_id)
         record = records(columns, rows)[0]
+        # What the provider said (revision 0010): outcome, provider, message id.
+        facts_columns, facts = columns_and_rows(
+            await conn.execute(queries.delivery_outcome(delivery_id=args.delivery_id))
+        )
+        empty: dict[str, Any] = dict.fromkeys(facts_columns)
+        record |= records(facts_columns, facts)[0] if facts else empty
         if args.json:
             print_json(record, out)
         else:
@@ -82,7 +88,24 @@ async def cmd_history(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
         columns, rows = columns_and_rows(
             await conn.execute(queries.delivery_events(delivery_id=args.delivery_id))
         )
+        # The outcome's own trail (revision 0010): the provider's events, kept apart from
+        # the pipeline's audit events.
+        outcome_columns, outcome_rows = columns_and_rows(
+            await conn.execute(queries.outcome_events(delivery_id=args.delivery_id))
+        )
+        if args.json:
+            print_json(
+                {
+                    "events": records(columns, rows),
+                    "outcome_events": records(outcome_columns, outcome_rows),
+                },
+                out,
+            )
+            return 0
         emit(args, columns, rows, out, key="events")
+        if outcome_rows and not args.csv:
+            out.write("\nprovider events:\n")
+            print_table(outcome_columns, outcome_rows, out)
         return 0
 
     return await common.with_connection(action)
@@ -102,7 +125,15 @@ async def cmd_find(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             next_cursor = queries.Cursor(
                 queued_at=last["queued_at"], delivery_id=last["delivery_id"]
             ).encode()
-        shown = ["delivery_id", "workflow", "status", "attempts", "last_error_code", "queued_at"]
+        shown = [
+            "delivery_id",
+            "workflow",
+            "status",
+            "outcome",
+            "attempts",
+            "last_error_code",
+            "queued_at",
+        ]
         if not (args.json or args.csv):
             index = [columns.index(c) for c in shown]
             rows = [tuple(row[i] for i in index) for row in rows]

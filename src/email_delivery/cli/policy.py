@@ -33,6 +33,21 @@ def _count(value: str) -> int:
     return number
 
 
+def _yes_no(value: str) -> bool:
+    answer = value.strip().lower()
+    if answer not in ("yes", "no", "true", "false", "on", "off"):
+        raise argparse.ArgumentTypeError(f"yes or no, not {value!r}")
+    return answer in ("yes", "true", "on")
+
+
+def _reasons(value: str) -> list[str]:
+    reasons = [r.strip() for r in value.split(",") if r.strip()]
+    unknown = [r for r in reasons if r not in ("hard_bounce", "complaint", "manual")]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown reason {unknown[0]!r}")
+    return reasons
+
+
 # Flag -> (policy field, type); "none" clears an optional field.
 _FIELDS: dict[str, tuple[str, Any]] = {
     "--max-attempts": ("max_attempts", common.positive_int),
@@ -47,6 +62,9 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "--alert-expired-claim-age": ("alert_expired_claim_age", common.parse_duration),
     "--alert-dead-letters-per-hour": ("alert_dead_letters_per_hour", _count),
     "--alert-failure-rate": ("alert_failure_rate", _rate),
+    "--track-engagement": ("track_engagement", _yes_no),
+    "--send-despite-suppression": ("send_despite_suppression", _reasons),
+    "--suppress-for": ("suppress_for", common.parse_duration),
 }
 
 

@@ -1,4 +1,5 @@
-"""``stats``: per-workflow statistics over a window (``queries.workflow_stats``)."""
+"""``stats``: per-workflow statistics over a window (``queries.workflow_stats``);
+``providers``: per-provider metrics over a window (``email.provider_metrics``)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from email_delivery import queries
@@ -22,6 +24,36 @@ def register(commands: Commands) -> None:
     parser.add_argument("--workflow")
     common.add_format_flags(parser)
     parser.set_defaults(func=cmd_stats)
+
+    providers = commands.add_parser(
+        "providers",
+        help="per provider and workflow: attempts, accepted, delivered, bounce/complaint/"
+        "deferral rates, send duration and time to delivered",
+    )
+    providers.add_argument("--since", type=common.parse_duration, default=timedelta(hours=24))
+    common.add_format_flags(providers)
+    providers.set_defaults(func=cmd_providers)
+
+
+_PROVIDER_METRICS = text(
+    "SELECT * FROM email.provider_metrics(CAST(:since AS timestamptz), CAST(:until AS timestamptz))"
+)
+
+
+async def cmd_providers(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    until = datetime.now(UTC)
+    since = until - args.since
+
+    async def action(conn: AsyncConnection) -> int:
+        result = await conn.execute(_PROVIDER_METRICS, {"since": since, "until": until})
+        columns, rows = columns_and_rows(result)
+        if args.json:
+            print_json({"since": since, "until": until, "providers": records(columns, rows)}, out)
+            return 0
+        emit(args, columns, rows, out, key="providers")
+        return 0
+
+    return await common.with_connection(action)
 
 
 async def cmd_stats(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

@@ -20,10 +20,11 @@ FOR UPDATE;
 INSERT INTO email.workflow_policies AS p (workflow, max_attempts, lease, backoff_base,
     backoff_cap, backoff_jitter, keep_sent_for, keep_failed_for, alert_queued_age,
     alert_retrying_age, alert_expired_claim_age, alert_dead_letters_per_hour,
-    alert_failure_rate)
+    alert_failure_rate, track_engagement, send_despite_suppression, suppress_for)
 VALUES (:workflow, :max_attempts, :lease, :backoff_base, :backoff_cap, :backoff_jitter,
     :keep_sent_for, :keep_failed_for, :alert_queued_age, :alert_retrying_age,
-    :alert_expired_claim_age, :alert_dead_letters_per_hour, :alert_failure_rate)
+    :alert_expired_claim_age, :alert_dead_letters_per_hour, :alert_failure_rate, :track_engagement,
+    :send_despite_suppression, :suppress_for)
 ON CONFLICT (workflow) DO UPDATE SET
     max_attempts = EXCLUDED.max_attempts, lease = EXCLUDED.lease,
     backoff_base = EXCLUDED.backoff_base, backoff_cap = EXCLUDED.backoff_cap,
@@ -32,7 +33,10 @@ ON CONFLICT (workflow) DO UPDATE SET
     alert_retrying_age = EXCLUDED.alert_retrying_age,
     alert_expired_claim_age = EXCLUDED.alert_expired_claim_age,
     alert_dead_letters_per_hour = EXCLUDED.alert_dead_letters_per_hour,
-    alert_failure_rate = EXCLUDED.alert_failure_rate
+    alert_failure_rate = EXCLUDED.alert_failure_rate,
+    track_engagement = EXCLUDED.track_engagement,
+    send_despite_suppression = EXCLUDED.send_despite_suppression,
+    suppress_for = EXCLUDED.suppress_for
 RETURNING p.*;
 
 -- name: reset_default
@@ -40,7 +44,8 @@ UPDATE email.workflow_policies SET max_attempts = DEFAULT, lease = DEFAULT,
     backoff_base = DEFAULT, backoff_cap = DEFAULT, backoff_jitter = DEFAULT,
     keep_sent_for = DEFAULT, keep_failed_for = DEFAULT, alert_queued_age = DEFAULT,
     alert_retrying_age = DEFAULT, alert_expired_claim_age = DEFAULT,
-    alert_dead_letters_per_hour = DEFAULT, alert_failure_rate = DEFAULT
+    alert_dead_letters_per_hour = DEFAULT, alert_failure_rate = DEFAULT,
+    track_engagement = DEFAULT, send_despite_suppression = DEFAULT, suppress_for = DEFAULT
 WHERE workflow = '*';
 
 -- name: delete

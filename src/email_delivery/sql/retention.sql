@@ -14,7 +14,7 @@ coalesce(d.sent_at, d.last_attempted_at, d.queued_at)
 SELECT d.delivery_id, d.queued_at
 FROM email.deliveries d
 WHERE d.status = CAST(:status AS email.delivery_status) AND d.queued_at < :cutoff
-  AND d.status IN /*{terminal_statuses}*/('sent', 'failed', 'dead_letter')/*{end}*/
+  AND d.status IN /*{terminal_statuses}*/('sent', 'failed', 'dead_letter', 'suppressed')/*{end}*/
   AND (CAST(:only AS text[]) IS NULL OR d.workflow = ANY (CAST(:only AS text[])))
   AND d.workflow <> ALL (CAST(:excluded AS text[]))
   AND (d.queued_at, d.delivery_id) > (:after_queued_at, :after_id)
@@ -96,7 +96,7 @@ changed_rows AS (
 -- Deliveries a prune of one status would delete (the progress bar's total; --dry-run).
 SELECT count(*) FROM email.deliveries d
 WHERE d.status = CAST(:status AS email.delivery_status) AND d.queued_at < :cutoff
-  AND d.status IN /*{terminal_statuses}*/('sent', 'failed', 'dead_letter')/*{end}*/
+  AND d.status IN /*{terminal_statuses}*/('sent', 'failed', 'dead_letter', 'suppressed')/*{end}*/
   AND (CAST(:only AS text[]) IS NULL OR d.workflow = ANY (CAST(:only AS text[])))
   AND d.workflow <> ALL (CAST(:excluded AS text[]))
   AND /*{block:finished_at}*/ < :cutoff;
@@ -104,7 +104,7 @@ WHERE d.status = CAST(:status AS email.delivery_status) AND d.queued_at < :cutof
 -- name: count_candidate_events
 SELECT count(*) FROM email.deliveries d JOIN email.delivery_events e USING (delivery_id)
 WHERE d.status = CAST(:status AS email.delivery_status) AND d.queued_at < :cutoff
-  AND d.status IN /*{terminal_statuses}*/('sent', 'failed', 'dead_letter')/*{end}*/
+  AND d.status IN /*{terminal_statuses}*/('sent', 'failed', 'dead_letter', 'suppressed')/*{end}*/
   AND (CAST(:only AS text[]) IS NULL OR d.workflow = ANY (CAST(:only AS text[])))
   AND d.workflow <> ALL (CAST(:excluded AS text[]))
   AND /*{block:finished_at}*/ < :cutoff;

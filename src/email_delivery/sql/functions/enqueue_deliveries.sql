@@ -32,6 +32,10 @@ BEGIN
         RETURNING d.delivery_id
     )
     SELECT coalesce(array_agg(inserted.delivery_id), '{}') INTO created_ids FROM inserted;
+    -- A recipient on the suppression list: the new delivery ends at once in 'suppressed'.
+    IF cardinality(created_ids) > 0 THEN
+        PERFORM email.suppress_new_deliveries(created_ids);
+    END IF;
 
     RETURN QUERY
     WITH input AS (

@@ -8,7 +8,7 @@ AS $$
     SELECT old_status = new_status
         OR (old_status::text, new_status::text) IN (VALUES
             /*{transitions}*/('queued', 'in_progress'), ('queued', 'sent'), ('queued', 'failed'),
-            ('queued', 'dead_letter'),
+            ('queued', 'dead_letter'), ('queued', 'suppressed'),
             ('in_progress', 'sent'), ('in_progress', 'retrying'), ('in_progress', 'failed'),
             ('in_progress', 'dead_letter'),
             ('retrying', 'in_progress'), ('retrying', 'sent'), ('retrying', 'failed'),

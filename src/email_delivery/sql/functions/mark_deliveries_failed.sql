@@ -1,4 +1,4 @@
-CREATE OR REPLACE FUNCTION email.mark_deliveries_failed(p_delivery_ids text[], p_attempts integer[], p_error_codes text[], p_error_messages text[], p_retryables boolean[], p_max_attempts integer[], p_payloads jsonb[])
+CREATE OR REPLACE FUNCTION email.mark_deliveries_failed(p_delivery_ids text[], p_attempts integer[], p_error_codes text[], p_error_messages text[], p_retryables boolean[], p_max_attempts integer[], p_payloads jsonb[], p_providers text[] DEFAULT NULL::text[], p_provider_message_ids text[] DEFAULT NULL::text[], p_reply_codes integer[] DEFAULT NULL::integer[], p_durations_ms integer[] DEFAULT NULL::integer[])
 RETURNS TABLE(/*{delivery_row_types}*/delivery_id text, workflow text, recipient text, status email.delivery_status, attempts integer, last_error_code text, last_error_message text, last_attempted_at timestamp with time zone, queued_at timestamp with time zone, sent_at timestamp with time zone, metadata jsonb, created_at timestamp with time zone, updated_at timestamp with time zone, lease_expires_at timestamp with time zone, next_attempt_at timestamp with time zone/*{end}*/, changed boolean)
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -11,6 +11,7 @@ DECLARE
     outcomes email.delivery_status[];
     retry_ats timestamp with time zone[];
     updated integer[];
+    facts jsonb[];
 BEGIN
     -- SECURITY DEFINER: the worker holds no write grant on the tables, only EXECUTE on the
     -- lifecycle functions; the guard trigger checks the row as it checks any client's.
@@ -33,6 +34,17 @@ BEGIN
         RAISE EXCEPTION 'every argument array must have one item per delivery id'
             USING ERRCODE = '22023', COLUMN = 'attempts';
     END IF;
+    -- The provider facts (revision 0010): each array NULL (none given) or one per id.
+    IF coalesce(cardinality(p_providers), n) <> n
+       OR coalesce(cardinality(p_provider_message_ids), n) <> n
+       OR coalesce(cardinality(p_reply_codes), n) <> n
+       OR coalesce(cardinality(p_durations_ms), n) <> n THEN
+        RAISE EXCEPTION 'providers, provider_message_ids, reply_codes and durations_ms must be '
+                        'NULL or have one item per delivery id'
+            USING ERRCODE = '22023', COLUMN = 'providers';
+    END IF;
+    facts := email.attempt_facts(n, p_providers, p_provider_message_ids, p_reply_codes,
+                                 p_durations_ms);
     IF EXISTS (SELECT FROM unnest(p_max_attempts) AS m WHERE m < 1) THEN
         RAISE EXCEPTION 'max_attempts must be at least 1, not %',
             (SELECT m FROM unnest(p_max_attempts) AS m WHERE m < 1 LIMIT 1)
@@ -44,9 +56,12 @@ BEGIN
             USING ERRCODE = '22023', COLUMN = 'payload';
     END IF;
     IF n > 1 THEN
-        -- Rows are locked in delivery_id order, so overlapping batches never deadlock.
+        -- Rows are locked in delivery_id order, so overlapping batches never deadlock;
+        -- FOR NO KEY UPDATE (what the UPDATE takes anyway), so an outcome recorded meanwhile
+        -- (its foreign key takes KEY SHARE while it holds the message id's advisory lock,
+        -- which this report waits for) is not blocked into a deadlock.
         PERFORM FROM email.deliveries AS d WHERE d.delivery_id = ANY (p_delivery_ids)
-        ORDER BY d.delivery_id FOR UPDATE;
+        ORDER BY d.delivery_id FOR NO KEY UPDATE;
     END IF;
     -- The positions that apply (per id, the first naming the live attempt) and where each
     -- leaves its delivery; the update re-checks the attempt: changed is what it did.
@@ -62,8 +77,10 @@ BEGIN
     CROSS JOIN LATERAL email.failure_outcome(f.workflow, f.attempts, f.metadata,
                                              p_retryables[f.pos], p_max_attempts[f.pos]) AS o;
     PERFORM email.attach_event_payloads(
-        (SELECT jsonb_object_agg(p_delivery_ids[pos], p_payloads[pos])
-         FROM unnest(applied) AS pos WHERE p_payloads[pos] IS NOT NULL));
+        (SELECT jsonb_object_agg(p_delivery_ids[pos],
+                    coalesce(p_payloads[pos], '{}'::jsonb) || coalesce(facts[pos], '{}'::jsonb))
+         FROM unnest(applied) AS pos
+         WHERE p_payloads[pos] IS NOT NULL OR facts[pos] IS NOT NULL));
     WITH changed AS (
         UPDATE email.deliveries AS d
         SET status = a.outcome, next_attempt_at = a.retry_at,
@@ -75,6 +92,10 @@ BEGIN
         RETURNING a.pos
     )
     SELECT coalesce(array_agg(changed.pos), '{}') INTO updated FROM changed;
+    IF facts IS NOT NULL THEN
+        -- A failed attempt's facts count only for the live attempt that reported.
+        PERFORM email.record_attempt_facts('failed', p_delivery_ids, p_attempts, facts, updated);
+    END IF;
 
     RETURN QUERY
     SELECT /*{delivery_row}*/d.delivery_id, d.workflow, d.recipient, d.status, d.attempts, d.last_error_code, d.last_error_message, d.last_attempted_at, d.queued_at, d.sent_at, d.metadata, d.created_at, d.updated_at, d.lease_expires_at, d.next_attempt_at/*{end}*/,

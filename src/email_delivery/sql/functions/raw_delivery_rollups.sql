@@ -21,7 +21,7 @@ AS $$
         SELECT f.queued_at, f.workflow, f.status, f.last_error_code, f.attempts,
                EXTRACT(EPOCH FROM f.sent_at - f.queued_at)::double precision AS latency_s
         FROM email.deliveries AS f
-        WHERE f.status IN /*{terminal_statuses}*/('sent', 'failed', 'dead_letter')/*{end}*/
+        WHERE f.status IN /*{terminal_statuses}*/('sent', 'failed', 'dead_letter', 'suppressed')/*{end}*/
           AND f.queued_at >= p_from AND f.queued_at < p_until
           AND (p_workflow IS NULL OR f.workflow = p_workflow)
         UNION ALL

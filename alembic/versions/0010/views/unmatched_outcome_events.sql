@@ -1,0 +1,5 @@
+CREATE OR REPLACE VIEW email.unmatched_outcome_events WITH (security_invoker = true) AS
+SELECT id, provider, event_id, kind, permanent, provider_message_id, echoed_delivery_id,
+       occurred_at, received_at
+FROM email.outcome_events
+WHERE delivery_id IS NULL;
