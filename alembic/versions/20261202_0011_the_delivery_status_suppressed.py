@@ -109,11 +109,17 @@ def downgrade() -> None:
     for name in STATUS_CHECKS:
         op.execute(f"ALTER TABLE email.deliveries DROP CONSTRAINT {name}")
     op.execute("DROP INDEX email.ix_deliveries_finished")
+    # PostgreSQL 18 catalogues NOT NULL as named constraints, and changing the type of a
+    # partitioned table's column names its partitions' after the parent's: the audit log's
+    # NOT NULL is dropped and set again, so every partition (the legacy one included, which
+    # revision 0006's downgrade turns back into the table) gets the table's own name.
+    op.execute("ALTER TABLE email.delivery_events ALTER COLUMN status DROP NOT NULL")
     for table in STATUS_COLUMNS:
         op.execute(
             f"ALTER TABLE email.{table} ALTER COLUMN status TYPE email.delivery_status "
             "USING status::text::email.delivery_status"
         )
+    op.execute("ALTER TABLE email.delivery_events ALTER COLUMN status SET NOT NULL")
     op.execute(
         "ALTER TABLE email.deliveries ALTER COLUMN status "
         "SET DEFAULT 'queued'::email.delivery_status"

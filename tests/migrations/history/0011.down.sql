@@ -56,11 +56,15 @@ ALTER TABLE email.deliveries DROP CONSTRAINT ck_deliveries_next_attempt_only_ret
 
 DROP INDEX email.ix_deliveries_finished;
 
+ALTER TABLE email.delivery_events ALTER COLUMN status DROP NOT NULL;
+
 ALTER TABLE email.deliveries ALTER COLUMN status TYPE email.delivery_status USING status::text::email.delivery_status;
 
 ALTER TABLE email.delivery_events ALTER COLUMN status TYPE email.delivery_status USING status::text::email.delivery_status;
 
 ALTER TABLE email.delivery_rollups ALTER COLUMN status TYPE email.delivery_status USING status::text::email.delivery_status;
+
+ALTER TABLE email.delivery_events ALTER COLUMN status SET NOT NULL;
 
 ALTER TABLE email.deliveries ALTER COLUMN status SET DEFAULT 'queued'::email.delivery_status;
 
