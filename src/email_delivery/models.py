@@ -575,6 +575,8 @@ class FeedListener(Base):
 
     backend_pid: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     expires_at: Mapped[datetime]
+
+
 PROVIDER_PATTERN = r"^[a-z][a-z0-9-]{0,31}$"
 """A provider slug: ``ses``, ``postmark``, ``smtp-primary`` …"""
 MAX_PROVIDER_MESSAGE_ID_LENGTH = 150

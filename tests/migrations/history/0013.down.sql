@@ -1,0 +1,108 @@
+SET LOCAL lock_timeout = '5s';
+
+CREATE OR REPLACE FUNCTION email.mark_delivery_sent(p_delivery_id text, p_attempt integer, p_payload jsonb DEFAULT NULL::jsonb, p_provider text DEFAULT NULL::text, p_provider_message_id text DEFAULT NULL::text, p_reply_code integer DEFAULT NULL::integer, p_duration_ms integer DEFAULT NULL::integer)
+RETURNS TABLE(delivery_id text, workflow text, recipient text, status email.delivery_status, attempts integer, last_error_code text, last_error_message text, last_attempted_at timestamp with time zone, queued_at timestamp with time zone, sent_at timestamp with time zone, metadata jsonb, created_at timestamp with time zone, updated_at timestamp with time zone, lease_expires_at timestamp with time zone, next_attempt_at timestamp with time zone, changed boolean)
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    -- One success report: the one-id case of email.mark_deliveries_sent, where the rule lives.
+    SELECT * FROM email.mark_deliveries_sent(ARRAY[p_delivery_id], ARRAY[p_attempt], ARRAY[p_payload],
+        ARRAY[p_provider], ARRAY[p_provider_message_id], ARRAY[p_reply_code], ARRAY[p_duration_ms])
+$$;;
+
+CREATE OR REPLACE FUNCTION email.mark_delivery_failed(p_delivery_id text, p_attempt integer, p_error_code text, p_error_message text, p_retryable boolean, p_max_attempts integer DEFAULT NULL::integer, p_payload jsonb DEFAULT NULL::jsonb, p_provider text DEFAULT NULL::text, p_provider_message_id text DEFAULT NULL::text, p_reply_code integer DEFAULT NULL::integer, p_duration_ms integer DEFAULT NULL::integer)
+RETURNS TABLE(delivery_id text, workflow text, recipient text, status email.delivery_status, attempts integer, last_error_code text, last_error_message text, last_attempted_at timestamp with time zone, queued_at timestamp with time zone, sent_at timestamp with time zone, metadata jsonb, created_at timestamp with time zone, updated_at timestamp with time zone, lease_expires_at timestamp with time zone, next_attempt_at timestamp with time zone, changed boolean)
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    -- One failure report: the one-id case of email.mark_deliveries_failed, where the rule
+    -- lives (a NULL max_attempts: the workflow's policy).
+    SELECT * FROM email.mark_deliveries_failed(ARRAY[p_delivery_id], ARRAY[p_attempt],
+        ARRAY[p_error_code], ARRAY[p_error_message], ARRAY[p_retryable], ARRAY[p_max_attempts],
+        ARRAY[p_payload], ARRAY[p_provider], ARRAY[p_provider_message_id], ARRAY[p_reply_code],
+        ARRAY[p_duration_ms])
+$$;;
+
+CREATE OR REPLACE FUNCTION email.claim_delivery(p_delivery_id text, p_lease interval DEFAULT NULL::interval)
+RETURNS TABLE(delivery_id text, workflow text, recipient text, status email.delivery_status, attempts integer, last_error_code text, last_error_message text, last_attempted_at timestamp with time zone, queued_at timestamp with time zone, sent_at timestamp with time zone, metadata jsonb, created_at timestamp with time zone, updated_at timestamp with time zone, lease_expires_at timestamp with time zone, next_attempt_at timestamp with time zone, changed boolean, attempt integer, retry_at timestamp with time zone)
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    -- One claim: the one-id case of email.claim_deliveries, where the rule lives.
+    SELECT * FROM email.claim_deliveries(ARRAY[p_delivery_id], p_lease)
+$$;;
+
+CREATE OR REPLACE FUNCTION email.claim_deliveries(p_delivery_ids text[], p_lease interval DEFAULT NULL::interval)
+RETURNS TABLE(delivery_id text, workflow text, recipient text, status email.delivery_status, attempts integer, last_error_code text, last_error_message text, last_attempted_at timestamp with time zone, queued_at timestamp with time zone, sent_at timestamp with time zone, metadata jsonb, created_at timestamp with time zone, updated_at timestamp with time zone, lease_expires_at timestamp with time zone, next_attempt_at timestamp with time zone, changed boolean, attempt integer, retry_at timestamp with time zone)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    claimed_ids text[];
+BEGIN
+    -- SECURITY DEFINER: the worker holds no write grant on the tables, only EXECUTE on the
+    -- lifecycle functions; the guard trigger checks the row as it checks any client's.
+    -- The one definition of a claim: claim_delivery is its one-id case, and the tracker's
+    -- group commit sends many. One row per input position, in input order, each what a
+    -- claim of that id alone would have returned had the calls run one after another in that
+    -- order (a repeated id is claimed by its first position; the later ones see that live
+    -- claim). An unknown id returns no row.
+    -- Claimable: queued; retrying once its next_attempt_at has come (before that, retry_at
+    -- says when); in_progress whose stored lease_expires_at has passed. A claim is judged by
+    -- its own stored expiry, never by this caller's lease, so no worker can take over a live
+    -- claim. The new claim lives p_lease, or its workflow's policy's lease.
+    IF p_lease IS NOT NULL AND (p_lease <= interval '0' OR p_lease > interval '1 day') THEN
+        RAISE EXCEPTION 'lease must be a positive interval of at most %, not %',
+            '1 day', p_lease
+            USING ERRCODE = '22023', COLUMN = 'lease';
+    END IF;
+    IF p_delivery_ids IS NULL OR array_position(p_delivery_ids, NULL) IS NOT NULL
+       OR cardinality(p_delivery_ids) > 10000 THEN
+        RAISE EXCEPTION 'delivery_ids must be 0 to % ids, none NULL', 10000
+            USING ERRCODE = '22023', COLUMN = 'delivery_ids';
+    END IF;
+    PERFORM email.attach_event_payloads(NULL);
+    IF cardinality(p_delivery_ids) > 1 THEN
+        -- Rows are locked in delivery_id order, so overlapping batches never deadlock.
+        PERFORM FROM email.deliveries AS d WHERE d.delivery_id = ANY (p_delivery_ids)
+        ORDER BY d.delivery_id FOR UPDATE;
+    END IF;
+    WITH input AS (
+        SELECT DISTINCT ON (i.delivery_id) i.delivery_id
+        FROM unnest(p_delivery_ids) AS i(delivery_id)
+    ),
+    claimed AS (
+        UPDATE email.deliveries AS d
+        SET status = 'in_progress', attempts = d.attempts + 1, last_attempted_at = now(),
+            lease_expires_at = now() + coalesce(p_lease, (email.workflow_policy(d.workflow)).lease)
+        FROM input
+        WHERE d.delivery_id = input.delivery_id
+          AND ((d.status IN ('queued', 'retrying')
+                AND coalesce(d.next_attempt_at, '-infinity') <= now())
+               OR (d.status = 'in_progress' AND d.lease_expires_at <= now()))
+        RETURNING d.delivery_id
+    )
+    SELECT coalesce(array_agg(claimed.delivery_id), '{}') INTO claimed_ids FROM claimed;
+
+    RETURN QUERY
+    WITH input AS (
+        SELECT i.delivery_id, i.pos,
+               row_number() OVER (PARTITION BY i.delivery_id ORDER BY i.pos) AS nth
+        FROM unnest(p_delivery_ids) WITH ORDINALITY AS i(delivery_id, pos)
+    )
+    SELECT d.delivery_id, d.workflow, d.recipient, d.status, d.attempts, d.last_error_code, d.last_error_message, d.last_attempted_at, d.queued_at, d.sent_at, d.metadata, d.created_at, d.updated_at, d.lease_expires_at, d.next_attempt_at,
+           input.nth = 1 AND d.delivery_id = ANY (claimed_ids),
+           CASE WHEN input.nth = 1 AND d.delivery_id = ANY (claimed_ids) THEN d.attempts END,
+           CASE WHEN NOT (input.nth = 1 AND d.delivery_id = ANY (claimed_ids))
+                     AND d.status = 'retrying' AND d.next_attempt_at > now()
+                THEN d.next_attempt_at END
+    FROM input
+    JOIN email.deliveries AS d ON d.delivery_id = input.delivery_id
+    ORDER BY input.pos;
+END
+$$;;
