@@ -2,7 +2,7 @@
 
 Revision ID: 0013
 Revises: 0012
-Create Date: 2026-12-02 03:10:03.883186+00:00
+Create Date: 2026-12-02 03:17:46.302206+00:00
 
 Written by `python -m email_delivery.revision`: the SQL objects it creates or replaces are
 frozen in 0013/ beside it; the previous definitions are the earlier revisions' files.
@@ -26,7 +26,10 @@ HERE = Path(__file__).parent
 
 
 def upgrade() -> None:
+    # Busy production tables: wait at most 5 s for a lock (then fail, and retry later)
+    # rather than queue every writer behind this revision.
     op.execute("SET LOCAL lock_timeout = '5s'")
+    op.execute("SET LOCAL statement_timeout = '60s'")
     op.replace_sql_object(
         HERE / "0013/functions/claim_deliveries.sql",
         previous=HERE / "0008/functions/claim_deliveries.sql",
@@ -46,7 +49,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Busy production tables: wait at most 5 s for a lock (then fail, and retry later)
+    # rather than queue every writer behind this revision.
     op.execute("SET LOCAL lock_timeout = '5s'")
+    op.execute("SET LOCAL statement_timeout = '60s'")
     op.replace_sql_object(
         HERE / "0010/functions/mark_delivery_sent.sql",
         previous=HERE / "0013/functions/mark_delivery_sent.sql",

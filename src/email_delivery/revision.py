@@ -213,12 +213,22 @@ HERE = Path(__file__).parent
 
 
 def upgrade() -> None:
+{_TIMEOUTS}
 {chr(10).join(upgrade)}
 
 
 def downgrade() -> None:
+{_TIMEOUTS}
 {chr(10).join(undo)}
 '''
+
+
+_TIMEOUTS = """\
+    # Busy production tables: wait at most 5 s for a lock (then fail, and retry later)
+    # rather than queue every writer behind this revision.
+    op.execute("SET LOCAL lock_timeout = '5s'")
+    op.execute("SET LOCAL statement_timeout = '60s'")"""
+"""The first statements of every generated upgrade and downgrade (squawk requires them)."""
 
 
 def _blocks(lines: list[str]) -> list[list[str]]:

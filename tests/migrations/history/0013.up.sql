@@ -1,5 +1,7 @@
 SET LOCAL lock_timeout = '5s';
 
+SET LOCAL statement_timeout = '60s';
+
 CREATE OR REPLACE FUNCTION email.claim_deliveries(p_delivery_ids text[], p_lease interval DEFAULT NULL::interval)
 RETURNS TABLE(delivery_id text, workflow text, recipient text, status email.delivery_status, attempts integer, last_error_code text, last_error_message text, last_attempted_at timestamp with time zone, queued_at timestamp with time zone, sent_at timestamp with time zone, metadata jsonb, created_at timestamp with time zone, updated_at timestamp with time zone, lease_expires_at timestamp with time zone, next_attempt_at timestamp with time zone, changed boolean, attempt integer, retry_at timestamp with time zone)
 LANGUAGE plpgsql
