@@ -170,7 +170,8 @@ def _limit(limit: object) -> int:
     return limit
 
 
-def _event(row: Any) -> FeedEvent:
+def event_from_row(row: Any) -> FeedEvent:
+    """A ``FeedEvent`` from a row with the feed's columns (the feed and webhook replay)."""
     return FeedEvent(
         xact_id=row.xact_id,
         id=row.id,
@@ -194,7 +195,7 @@ async def read_page(conn: AsyncConnection, *, after: Cursor, limit: int) -> Feed
             {"after_xact_id": after.xact_id, "after_event_id": after.event_id, "limit": limit},
         )
     ).all()
-    events = tuple(_event(row) for row in rows)
+    events = tuple(event_from_row(row) for row in rows)
     return FeedPage(events=events, cursor=events[-1].cursor if events else after, limit=limit)
 
 

@@ -30,7 +30,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from email_delivery.errors import InvalidInput, translate_errors
-from email_delivery.feed import Cursor, FeedEvent, read_page
+from email_delivery.feed import Cursor, FeedEvent, event_from_row, read_page
 from email_delivery.models import WORKFLOW_PATTERN, DeliveryStatus
 from email_delivery.urls import location
 from email_delivery.webhooks import payloads, signing
@@ -528,21 +528,7 @@ async def replay(
                 params,
             )
         ).all()
-        events = [
-            FeedEvent(
-                xact_id=row.xact_id,
-                id=row.id,
-                delivery_id=row.delivery_id,
-                status=DeliveryStatus(row.status),
-                attempt=row.attempt,
-                error_code=row.error_code,
-                error_message=row.error_message,
-                payload=row.payload,
-                changed_columns=list(row.changed_columns) if row.changed_columns else None,
-                created_at=row.created_at,
-            )
-            for row in rows
-        ]
+        events = [event_from_row(row) for row in rows]
         ids = [endpoint.id for endpoint in endpoints]
         event_ids = [event.id for event in events]
         rescheduled = await conn.execute(
