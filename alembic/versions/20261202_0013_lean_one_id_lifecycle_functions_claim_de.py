@@ -1,8 +1,8 @@
-"""Lean one-id lifecycle functions: claim_delivery, mark_delivery_sent and mark_delivery_failed are one UPDATE … RETURNING again
+"""Lean one-id lifecycle functions (claim_delivery, mark_delivery_sent, mark_delivery_failed: one UPDATE … RETURNING); the partition drop reads the in-flight deliveries once
 
 Revision ID: 0013
 Revises: 0012
-Create Date: 2026-12-02 03:17:46.302206+00:00
+Create Date: 2026-12-02 03:20:54.666751+00:00
 
 Written by `python -m email_delivery.revision`: the SQL objects it creates or replaces are
 frozen in 0013/ beside it; the previous definitions are the earlier revisions' files.
@@ -39,6 +39,10 @@ def upgrade() -> None:
         previous=HERE / "0008/functions/claim_delivery.sql",
     )
     op.replace_sql_object(
+        HERE / "0013/functions/drop_expired_event_partitions.sql",
+        previous=HERE / "0006/functions/drop_expired_event_partitions.sql",
+    )
+    op.replace_sql_object(
         HERE / "0013/functions/mark_delivery_failed.sql",
         previous=HERE / "0010/functions/mark_delivery_failed.sql",
     )
@@ -60,6 +64,10 @@ def downgrade() -> None:
     op.replace_sql_object(
         HERE / "0010/functions/mark_delivery_failed.sql",
         previous=HERE / "0013/functions/mark_delivery_failed.sql",
+    )
+    op.replace_sql_object(
+        HERE / "0006/functions/drop_expired_event_partitions.sql",
+        previous=HERE / "0013/functions/drop_expired_event_partitions.sql",
     )
     op.replace_sql_object(
         HERE / "0008/functions/claim_delivery.sql",

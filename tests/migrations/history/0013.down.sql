@@ -27,6 +27,37 @@ AS $$
         ARRAY[p_duration_ms])
 $$;;
 
+CREATE OR REPLACE FUNCTION email.drop_expired_event_partitions(p_before timestamp with time zone)
+RETURNS TABLE(name text, rows_estimate bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    expired record;
+BEGIN
+    -- Retention of the audit log by whole partitions: a partition whose range ends before
+    -- p_before (the sent-retention cutoff) is detached and dropped, unless a delivery
+    -- still in flight began in its range (its history stays). What remains of the other
+    -- deliveries of that range is kept only as their row, until retention deletes it.
+    FOR expired IN
+        SELECT p.name, p.upper_bound, p.rows_estimate FROM email.event_partitions() AS p
+        WHERE NOT p.is_default AND p.upper_bound <= p_before
+        ORDER BY p.upper_bound
+    LOOP
+        EXIT WHEN EXISTS (
+            SELECT FROM email.deliveries AS d
+            WHERE d.status IN ('queued', 'in_progress', 'retrying')
+              AND d.created_at < expired.upper_bound);
+        EXECUTE format('ALTER TABLE email.delivery_events DETACH PARTITION email.%I', expired.name);
+        EXECUTE format('DROP TABLE email.%I', expired.name);
+        name := expired.name;
+        rows_estimate := expired.rows_estimate;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;;
+
 CREATE OR REPLACE FUNCTION email.claim_delivery(p_delivery_id text, p_lease interval DEFAULT NULL::interval)
 RETURNS TABLE(delivery_id text, workflow text, recipient text, status email.delivery_status, attempts integer, last_error_code text, last_error_message text, last_attempted_at timestamp with time zone, queued_at timestamp with time zone, sent_at timestamp with time zone, metadata jsonb, created_at timestamp with time zone, updated_at timestamp with time zone, lease_expires_at timestamp with time zone, next_attempt_at timestamp with time zone, changed boolean, attempt integer, retry_at timestamp with time zone)
 LANGUAGE sql
