@@ -241,7 +241,7 @@ class EmailSchema(Variant):
         )
 
     async def reset(self, conn: asyncpg.Connection) -> None:
-        await conn.execute("TRUNCATE email.deliveries, email.delivery_events")
+        await conn.execute("TRUNCATE email.deliveries, email.delivery_events CASCADE")
 
 
 class Tracker(EmailSchema):

@@ -103,7 +103,7 @@ async def one_round(
 ) -> None:  # fmt: skip
     conn = await asyncpg.connect(dsn_of(url))
     try:
-        await conn.execute("TRUNCATE email.deliveries, email.delivery_events")
+        await conn.execute("TRUNCATE email.deliveries, email.delivery_events CASCADE")
         await monitor.execute("CHECKPOINT")
         updates_before, hot_before = await table_stats(conn)
         engine = make_engine(url, pool_size=args.connections, max_overflow=0)

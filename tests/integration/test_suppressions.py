@@ -207,3 +207,56 @@ async def test_policy_fields_are_checked(owner_engine: AsyncEngine) -> None:
     assert caught.value.field == "suppress_for"
     policy = await policies.set_policy(owner_engine, RESET, send_despite_suppression=None)
     assert policy.send_despite_suppression == ()
+
+
+async def test_a_forged_outcome_for_a_suppressed_delivery_neither_clears_nor_delivers(
+    tracker: DeliveryTracker, owner_conn: asyncpg.Connection
+) -> None:
+    """The worker login records outcomes; one for a delivery that was never sent (it was
+    suppressed) matches nothing: the hard bounce stays, and so does the suppression."""
+    await sent(tracker, "d1")
+    await outcome(tracker, "d1", OutcomeKind.BOUNCED, 1, permanent=True)
+    blocked = await tracker.enqueue("d2", workflow=CODE, recipient=ADA)
+    assert blocked.delivery.status is DeliveryStatus.SUPPRESSED
+
+    await tracker.record_outcome(
+        ProviderEvent(
+            provider="ses",
+            event_id="forged",
+            kind=OutcomeKind.DELIVERED,
+            occurred_at=T0 + timedelta(minutes=5),
+            provider_message_id=None,
+            delivery_id="d2",
+            recipient=ADA,
+            permanent=None,
+            reason=None,
+            smtp_code=None,
+            provider_event_type="delivered",
+        )
+    )
+
+    assert await owner_conn.fetchval("SELECT reason FROM email.suppressions") == "hard_bounce"
+    assert await owner_conn.fetchval(
+        "SELECT count(*) FROM email.delivery_outcomes WHERE delivery_id = 'd2'"
+    ) == 0
+    again = await tracker.enqueue("d3", workflow=CODE, recipient=ADA)
+    assert again.delivery.status is DeliveryStatus.SUPPRESSED
+
+
+async def test_a_bounce_leaves_a_manual_entry_whole(
+    tracker: DeliveryTracker, owner_engine: AsyncEngine, owner_conn: asyncpg.Connection
+) -> None:
+    """An operator's entry is stronger than a bounce: its note, source and expiry stay."""
+    await sent(tracker, "d1")
+    added = await suppressions.add(
+        owner_engine, ADA, detail="asked by phone, ticket 123", expires_in=timedelta(days=30)
+    )
+    await outcome(tracker, "d1", OutcomeKind.BOUNCED, 1, permanent=True, reason="550 5.1.1")
+
+    entry = await owner_conn.fetchrow("SELECT * FROM email.suppressions")
+    assert (entry["reason"], entry["detail"], entry["source_delivery_id"]) == (
+        "manual",
+        "asked by phone, ticket 123",
+        None,
+    )
+    assert entry["expires_at"] == added.expires_at

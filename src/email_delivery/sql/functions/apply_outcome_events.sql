@@ -67,15 +67,31 @@ BEGIN
       AND (e.kind = 'complained' OR (e.kind = 'bounced' AND e.permanent))
     ORDER BY d.recipient, e.kind = 'complained' DESC, e.occurred_at
     ON CONFLICT (address) DO UPDATE SET
+        -- The new entry replaces an expired one or a weaker reason, whole; otherwise the
+        -- entry stays as it is (an operator's manual note and expiry are theirs), except
+        -- that the same reason again keeps the later expiry (NULL: never).
         reason = CASE WHEN s.expires_at <= now()
                            OR array_position(ARRAY['hard_bounce', 'complaint', 'manual'], EXCLUDED.reason)
                               > array_position(ARRAY['hard_bounce', 'complaint', 'manual'], s.reason)
                       THEN EXCLUDED.reason ELSE s.reason END,
-        source_delivery_id = EXCLUDED.source_delivery_id,
-        provider = EXCLUDED.provider,
-        detail = EXCLUDED.detail,
+        source_delivery_id = CASE WHEN s.expires_at <= now()
+                           OR array_position(ARRAY['hard_bounce', 'complaint', 'manual'], EXCLUDED.reason)
+                              > array_position(ARRAY['hard_bounce', 'complaint', 'manual'], s.reason)
+                      THEN EXCLUDED.source_delivery_id ELSE s.source_delivery_id END,
+        provider = CASE WHEN s.expires_at <= now()
+                           OR array_position(ARRAY['hard_bounce', 'complaint', 'manual'], EXCLUDED.reason)
+                              > array_position(ARRAY['hard_bounce', 'complaint', 'manual'], s.reason)
+                      THEN EXCLUDED.provider ELSE s.provider END,
+        detail = CASE WHEN s.expires_at <= now()
+                           OR array_position(ARRAY['hard_bounce', 'complaint', 'manual'], EXCLUDED.reason)
+                              > array_position(ARRAY['hard_bounce', 'complaint', 'manual'], s.reason)
+                      THEN EXCLUDED.detail ELSE s.detail END,
         created_at = CASE WHEN s.expires_at <= now() THEN now() ELSE s.created_at END,
-        expires_at = CASE WHEN s.expires_at <= now() THEN EXCLUDED.expires_at
+        expires_at = CASE WHEN s.expires_at <= now()
+                               OR array_position(ARRAY['hard_bounce', 'complaint', 'manual'], EXCLUDED.reason)
+                                  > array_position(ARRAY['hard_bounce', 'complaint', 'manual'], s.reason)
+                          THEN EXCLUDED.expires_at
+                          WHEN EXCLUDED.reason <> s.reason THEN s.expires_at
                           WHEN s.expires_at IS NULL OR EXCLUDED.expires_at IS NULL THEN NULL
                           ELSE greatest(s.expires_at, EXCLUDED.expires_at) END;
     -- A delivery enqueued after a hard-bounce entry and delivered clears the entry (Postal's
@@ -84,6 +100,7 @@ BEGIN
     USING email.outcome_events AS e
     JOIN email.deliveries AS d ON d.delivery_id = e.delivery_id
     WHERE e.id = ANY (p_event_ids) AND e.kind IN ('delivered', 'opened', 'clicked')
+      AND d.status = 'sent'
       AND s.address = d.recipient AND s.reason = 'hard_bounce' AND d.queued_at >= s.created_at;
 END
 $$;

@@ -105,10 +105,12 @@ BEGIN
     -- Webhooks (revision 0009): endpoints the sender disabled (410, or failures for longer
     -- than the budget), messages due but not sent, changes not yet turned into messages.
     SELECT 'webhook_endpoints_disabled', NULL, count(*)::double precision, 0, count(*) > 0,
+           -- Ids only: a reader may call this, and an endpoint's URL (which may carry
+           -- credentials) and the receiver's answer are the owner's to see.
            coalesce('disabled by the sender: '
-                    || string_agg(format('#%s %s (%s)', e.id, e.url, e.disabled_reason), '; '
-                                  ORDER BY e.id)
-                    || '; email-delivery webhooks enable ID after fixing the receiver', 'none')
+                    || string_agg(format('#%s', e.id), ', ' ORDER BY e.id)
+                    || '; email-delivery webhooks list says why; webhooks enable ID after '
+                    || 'fixing the receiver', 'none')
     FROM email.webhook_endpoints AS e
     WHERE NOT e.enabled AND e.disabled_automatically
     UNION ALL

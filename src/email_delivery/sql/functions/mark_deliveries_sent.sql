@@ -77,7 +77,10 @@ BEGIN
                  SELECT DISTINCT ON (u.delivery_id) u.pos
                  FROM unnest(p_delivery_ids) WITH ORDINALITY AS u(delivery_id, pos)
                  ORDER BY u.delivery_id, u.pos) AS i));
-        PERFORM email.match_outcome_events(p_delivery_ids);
+        -- Of the ids reported with facts (as mark_delivery_sent does for one id).
+        PERFORM email.match_outcome_events(ARRAY(
+            SELECT i.delivery_id FROM unnest(p_delivery_ids, facts) AS i(delivery_id, fact)
+            WHERE i.fact IS NOT NULL));
     END IF;
 
     RETURN QUERY

@@ -15,16 +15,30 @@ BEGIN
     IF NOT EXISTS (SELECT FROM email.outcome_events AS e WHERE e.delivery_id IS NULL) THEN
         RETURN 0;
     END IF;
-    WITH found AS (
-        SELECT e.id, coalesce(a.delivery_id, d.delivery_id) AS delivery_id
+    WITH candidates AS (
+        -- Of the given deliveries: their attempts' message ids, and the events that echoed
+        -- their ids, each through its partial index of unmatched events; or, with NULL,
+        -- every unmatched event. A message id match wins over an echoed id. A suppressed
+        -- delivery was never sent: no outcome can be its.
+        SELECT e.id, a.delivery_id, 1 AS preference
+        FROM email.delivery_attempts AS a
+        JOIN email.outcome_events AS e
+          ON e.provider = a.provider AND e.provider_message_id = a.provider_message_id
+         AND e.delivery_id IS NULL
+        WHERE a.provider_message_id IS NOT NULL
+          AND (p_delivery_ids IS NULL OR a.delivery_id = ANY (p_delivery_ids))
+        UNION ALL
+        SELECT e.id, d.delivery_id, 2
         FROM email.outcome_events AS e
-        LEFT JOIN email.delivery_attempts AS a
-               ON a.provider = e.provider AND a.provider_message_id = e.provider_message_id
-        LEFT JOIN email.deliveries AS d ON d.delivery_id = e.echoed_delivery_id
+        JOIN email.deliveries AS d ON d.delivery_id = e.echoed_delivery_id
+        WHERE e.delivery_id IS NULL AND d.status <> 'suppressed'
+          AND (p_delivery_ids IS NULL OR e.echoed_delivery_id = ANY (p_delivery_ids))
+    ), found AS (
+        SELECT e.id, c.delivery_id
+        FROM (SELECT DISTINCT ON (c.id) c.id, c.delivery_id FROM candidates AS c
+              ORDER BY c.id, c.preference) AS c
+        JOIN email.outcome_events AS e ON e.id = c.id
         WHERE e.delivery_id IS NULL
-          AND (a.delivery_id IS NOT NULL OR d.delivery_id IS NOT NULL)
-          AND (p_delivery_ids IS NULL
-               OR coalesce(a.delivery_id, d.delivery_id) = ANY (p_delivery_ids))
         ORDER BY e.id
         FOR UPDATE OF e SKIP LOCKED
     ), updated AS (

@@ -40,8 +40,10 @@ BEGIN
         WHERE a.provider = p_provider AND a.provider_message_id = p_provider_message_id;
     END IF;
     IF found_id IS NULL AND p_delivery_id IS NOT NULL THEN
+        -- A suppressed delivery was never sent: no outcome can be its (a forged one must
+        -- not clear the list nor mark the delivery delivered).
         SELECT d.delivery_id INTO found_id FROM email.deliveries AS d
-        WHERE d.delivery_id = p_delivery_id;
+        WHERE d.delivery_id = p_delivery_id AND d.status <> 'suppressed';
     END IF;
     IF found_id IS NOT NULL AND p_kind IN ('opened', 'clicked')
        AND NOT (SELECT (email.workflow_policy(d.workflow)).track_engagement

@@ -1,8 +1,8 @@
-"""Lean one-id lifecycle functions (claim_delivery, mark_delivery_sent, mark_delivery_failed: one UPDATE … RETURNING); the partition drop reads the in-flight deliveries once
+"""Review fixes and lean one-id lifecycle functions: health shows disabled endpoints by id only; outcomes never match a suppressed delivery and only a sent one clears a hard bounce; a bounce leaves a stronger entry whole; matching starts from the reported ids; listeners register for at most 2 minutes; claim_delivery, mark_delivery_sent and mark_delivery_failed are one UPDATE … RETURNING; the partition drop reads the in-flight deliveries once
 
 Revision ID: 0013
 Revises: 0012
-Create Date: 2026-12-02 03:20:54.666751+00:00
+Create Date: 2026-12-02 03:24:34.597277+00:00
 
 Written by `python -m email_delivery.revision`: the SQL objects it creates or replaces are
 frozen in 0013/ beside it; the previous definitions are the earlier revisions' files.
@@ -31,6 +31,10 @@ def upgrade() -> None:
     op.execute("SET LOCAL lock_timeout = '5s'")
     op.execute("SET LOCAL statement_timeout = '60s'")
     op.replace_sql_object(
+        HERE / "0013/functions/apply_outcome_events.sql",
+        previous=HERE / "0012/functions/apply_outcome_events.sql",
+    )
+    op.replace_sql_object(
         HERE / "0013/functions/claim_deliveries.sql",
         previous=HERE / "0008/functions/claim_deliveries.sql",
     )
@@ -39,8 +43,20 @@ def upgrade() -> None:
         previous=HERE / "0008/functions/claim_delivery.sql",
     )
     op.replace_sql_object(
+        HERE / "0013/functions/delivery_health.sql",
+        previous=HERE / "0009/functions/delivery_health.sql",
+    )
+    op.replace_sql_object(
         HERE / "0013/functions/drop_expired_event_partitions.sql",
         previous=HERE / "0006/functions/drop_expired_event_partitions.sql",
+    )
+    op.replace_sql_object(
+        HERE / "0013/functions/feed_listener_heartbeat.sql",
+        previous=HERE / "0009/functions/feed_listener_heartbeat.sql",
+    )
+    op.replace_sql_object(
+        HERE / "0013/functions/mark_deliveries_sent.sql",
+        previous=HERE / "0012/functions/mark_deliveries_sent.sql",
     )
     op.replace_sql_object(
         HERE / "0013/functions/mark_delivery_failed.sql",
@@ -50,6 +66,14 @@ def upgrade() -> None:
         HERE / "0013/functions/mark_delivery_sent.sql",
         previous=HERE / "0010/functions/mark_delivery_sent.sql",
     )
+    op.replace_sql_object(
+        HERE / "0013/functions/match_outcome_events.sql",
+        previous=HERE / "0010/functions/match_outcome_events.sql",
+    )
+    op.replace_sql_object(
+        HERE / "0013/functions/record_delivery_outcome.sql",
+        previous=HERE / "0010/functions/record_delivery_outcome.sql",
+    )
 
 
 def downgrade() -> None:
@@ -57,6 +81,14 @@ def downgrade() -> None:
     # rather than queue every writer behind this revision.
     op.execute("SET LOCAL lock_timeout = '5s'")
     op.execute("SET LOCAL statement_timeout = '60s'")
+    op.replace_sql_object(
+        HERE / "0010/functions/record_delivery_outcome.sql",
+        previous=HERE / "0013/functions/record_delivery_outcome.sql",
+    )
+    op.replace_sql_object(
+        HERE / "0010/functions/match_outcome_events.sql",
+        previous=HERE / "0013/functions/match_outcome_events.sql",
+    )
     op.replace_sql_object(
         HERE / "0010/functions/mark_delivery_sent.sql",
         previous=HERE / "0013/functions/mark_delivery_sent.sql",
@@ -66,8 +98,20 @@ def downgrade() -> None:
         previous=HERE / "0013/functions/mark_delivery_failed.sql",
     )
     op.replace_sql_object(
+        HERE / "0012/functions/mark_deliveries_sent.sql",
+        previous=HERE / "0013/functions/mark_deliveries_sent.sql",
+    )
+    op.replace_sql_object(
+        HERE / "0009/functions/feed_listener_heartbeat.sql",
+        previous=HERE / "0013/functions/feed_listener_heartbeat.sql",
+    )
+    op.replace_sql_object(
         HERE / "0006/functions/drop_expired_event_partitions.sql",
         previous=HERE / "0013/functions/drop_expired_event_partitions.sql",
+    )
+    op.replace_sql_object(
+        HERE / "0009/functions/delivery_health.sql",
+        previous=HERE / "0013/functions/delivery_health.sql",
     )
     op.replace_sql_object(
         HERE / "0008/functions/claim_delivery.sql",
@@ -76,4 +120,8 @@ def downgrade() -> None:
     op.replace_sql_object(
         HERE / "0008/functions/claim_deliveries.sql",
         previous=HERE / "0013/functions/claim_deliveries.sql",
+    )
+    op.replace_sql_object(
+        HERE / "0012/functions/apply_outcome_events.sql",
+        previous=HERE / "0013/functions/apply_outcome_events.sql",
     )
