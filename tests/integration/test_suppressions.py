@@ -236,9 +236,12 @@ async def test_a_forged_outcome_for_a_suppressed_delivery_neither_clears_nor_del
     )
 
     assert await owner_conn.fetchval("SELECT reason FROM email.suppressions") == "hard_bounce"
-    assert await owner_conn.fetchval(
-        "SELECT count(*) FROM email.delivery_outcomes WHERE delivery_id = 'd2'"
-    ) == 0
+    assert (
+        await owner_conn.fetchval(
+            "SELECT count(*) FROM email.delivery_outcomes WHERE delivery_id = 'd2'"
+        )
+        == 0
+    )
     again = await tracker.enqueue("d3", workflow=CODE, recipient=ADA)
     assert again.delivery.status is DeliveryStatus.SUPPRESSED
 

@@ -22,7 +22,7 @@ async def test_health_names_a_disabled_endpoint_by_id_only_to_a_reader(
     endpoint_id = await owner_conn.fetchval(
         "INSERT INTO email.webhook_endpoints (url, enabled, disabled_at, disabled_reason, "
         "disabled_automatically) VALUES ($1, false, now(), "
-        "'410 Gone: {\"error\": \"token sekretTokenXYZ revoked\"}', true) RETURNING id",
+        '\'410 Gone: {"error": "token sekretTokenXYZ revoked"}\', true) RETURNING id',
         SECRET_URL,
     )
     async with connect(cluster, database, DASHBOARD_LOGIN) as reader:
