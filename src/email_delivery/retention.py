@@ -62,6 +62,8 @@ _PURGED_EVENTS = _SQL["purged_events"]
 _DROP_PARTITIONS = _SQL["drop_expired_event_partitions"]
 _EXPIRED_PARTITIONS = _SQL["expired_event_partitions"]
 _RETENTION_POLICIES = _SQL["retention_policies"]
+_PRUNE_WEBHOOK_MESSAGES = _SQL["prune_webhook_messages"]
+_COUNT_WEBHOOK_MESSAGES = _SQL["count_webhook_messages"]
 
 _EPOCH = datetime.fromisoformat("0001-01-01T00:00:00+00:00")
 
@@ -82,6 +84,9 @@ class PruneReport:
     """Partitions of the audit log dropped whole (their events went with them)."""
     dropped_events_estimate: int = 0
     """The events those partitions held, as the statistics estimated them."""
+    deleted_webhook_messages: int = 0
+    """Finished webhook messages (with their attempts) of deliveries gone or finished before
+    the sent window: a body may carry the recipient, so it goes with the audit trail."""
     expected_deliveries: int | None = None
     """Candidates counted before the run (the progress bar's total); None if not counted."""
     by_status: dict[str, int] = field(default_factory=dict)
@@ -99,6 +104,7 @@ class PruneReport:
             "by_status": dict(self.by_status),
             "dropped_partitions": list(self.dropped_partitions),
             "dropped_events_estimate": self.dropped_events_estimate,
+            "deleted_webhook_messages": self.deleted_webhook_messages,
         }
 
 
@@ -199,6 +205,9 @@ async def prune(
             report.dropped_partitions.append(name)
             report.dropped_events_estimate += int(rows)
         if dry_run:
+            report.deleted_webhook_messages = int(
+                (await conn.execute(_COUNT_WEBHOOK_MESSAGES, {"before": before})).scalar_one()
+            )
             await conn.rollback()
             report.elapsed_s = time.perf_counter() - started
             return report
@@ -212,6 +221,9 @@ async def prune(
             report.deleted_deliveries += deleted[0]
             report.deleted_events += deleted[1]
             report.by_status[status.value] = report.by_status.get(status.value, 0) + deleted[0]
+        report.deleted_webhook_messages += await _prune_webhook_messages(
+            conn, before, batch_size, report
+        )
         if scrub_after is not None:
             every = _Scope(sent=older_than, failed=keep_failed_for)
             for status in _PRUNED_STATUSES:
@@ -229,6 +241,26 @@ async def prune(
                 report.scrubbed_events += scrubbed[1]
     report.elapsed_s = time.perf_counter() - started
     return report
+
+
+async def _prune_webhook_messages(
+    conn: AsyncConnection, before: datetime, batch_size: int, report: PruneReport
+) -> int:
+    """Delete finished webhook messages a batch per transaction; how many went."""
+    deleted = 0
+    while True:
+        statement_started = time.perf_counter()
+        result = await conn.execute(
+            _PRUNE_WEBHOOK_MESSAGES, {"before": before, "batch_size": batch_size}
+        )
+        await conn.commit()
+        report.longest_statement_s = max(
+            report.longest_statement_s, time.perf_counter() - statement_started
+        )
+        report.batches += 1
+        deleted += result.rowcount
+        if result.rowcount < batch_size:
+            return deleted
 
 
 @dataclass(frozen=True)

@@ -119,3 +119,25 @@ WHERE keep_sent_for IS NOT NULL OR keep_failed_for IS NOT NULL;
 SELECT has_table_privilege('email.deliveries', 'DELETE')
    AND has_table_privilege('email.delivery_events', 'DELETE')
    AND has_table_privilege('email.delivery_events', 'UPDATE');
+
+-- name: prune_webhook_messages
+-- Finished webhook messages (delivered, or given up) of deliveries that are gone or that
+-- finished before :before, a batch at a time; their attempts go with them (FK cascade).
+-- A message body may hold the recipient and metadata (endpoints that opt in), so it lives
+-- no longer than its delivery's audit trail. Pending messages are the sender's.
+WITH doomed AS (
+    SELECT m.id FROM email.webhook_messages AS m
+    WHERE m.state <> 'pending'
+      AND (m.finished_at < :before
+           OR NOT EXISTS (SELECT FROM email.deliveries AS d WHERE d.delivery_id = m.delivery_id))
+    ORDER BY m.id
+    LIMIT :batch_size
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM email.webhook_messages AS m USING doomed WHERE m.id = doomed.id;
+
+-- name: count_webhook_messages
+SELECT count(*) FROM email.webhook_messages AS m
+WHERE m.state <> 'pending'
+  AND (m.finished_at < :before
+       OR NOT EXISTS (SELECT FROM email.deliveries AS d WHERE d.delivery_id = m.delivery_id));
