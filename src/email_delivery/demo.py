@@ -12,9 +12,15 @@
    topic). A few sends are slower than the lease: the worker heartbeats around them
    (``keep_claim``) and none is taken over. One worker crashes right after its claim; the
    reaper hands the expired claim back and the redelivered message completes it.
-3. Print the per-workflow statistics, one delivery's audit trail, the proof that no email was
-   sent twice (the fake SMTP server's log and the audit trail agree: at most one ``sent``
-   event per delivery), and ``email-delivery health``.
+   The fake SMTP sends through two fake providers (``demo_providers``), one of which
+   degrades mid-run: every attempt is reported with its provider facts, the worker picks
+   its provider order from ``tracker.provider_health`` (re-read every 0.25 s) and switches
+   away and back; each accepted message gets a provider outcome (``record_outcome``), one
+   a hard bounce, so a later delivery to that address ends ``suppressed``.
+3. Print the per-workflow statistics, one delivery's audit trail, the providers' metrics
+   around the degradation and the worker's switches, the outcomes and the suppression, the
+   proof that no email was sent twice (the fake SMTP server's log and the audit trail
+   agree: at most one ``sent`` event per delivery), and ``email-delivery health``.
 4. End with the downstream system (``demo_webhooks``): an endpoint for the password-reset
    workflow got every one of its deliveries' status changes as a signed, verified webhook,
    built from the change feed and sent by a sender running beside the workers, including
