@@ -12,9 +12,15 @@
    topic). A few sends are slower than the lease: the worker heartbeats around them
    (``keep_claim``) and none is taken over. One worker crashes right after its claim; the
    reaper hands the expired claim back and the redelivered message completes it.
-3. Print the per-workflow statistics, one delivery's audit trail, the proof that no email was
-   sent twice (the fake SMTP server's log and the audit trail agree: at most one ``sent``
-   event per delivery), and ``email-delivery health``.
+   The fake SMTP sends through two fake providers (``demo_providers``), one of which
+   degrades mid-run: every attempt is reported with its provider facts, the worker picks
+   its provider order from ``tracker.provider_health`` (re-read every 0.25 s) and switches
+   away and back; each accepted message gets a provider outcome (``record_outcome``), one
+   a hard bounce, so a later delivery to that address ends ``suppressed``.
+3. Print the per-workflow statistics, one delivery's audit trail, the providers' metrics
+   around the degradation and the worker's switches, the outcomes and the suppression, the
+   proof that no email was sent twice (the fake SMTP server's log and the audit trail
+   agree: at most one ``sent`` event per delivery), and ``email-delivery health``.
 4. End with the downstream system (``demo_webhooks``): an endpoint for the password-reset
    workflow got every one of its deliveries' status changes as a signed, verified webhook,
    built from the change feed and sent by a sender running beside the workers, including
@@ -39,6 +45,7 @@ from sqlalchemy import text
 from email_delivery import (
     DeliveryTracker,
     NotYet,
+    demo_providers,
     demo_webhooks,
     make_engine,
     migrate,
@@ -47,6 +54,7 @@ from email_delivery import (
 )
 from email_delivery import health as health_check
 from email_delivery.cli.output import ProgressBar, print_table
+from email_delivery.demo_providers import BOUNCING, ProviderError, ProviderRouter, Providers
 from email_delivery.embedded import embedded_server
 from email_delivery.maintenance import maintain
 from email_delivery.urls import async_url
@@ -80,35 +88,38 @@ async def database_url() -> AsyncIterator[str]:
         yield url
 
 
-class SmtpError(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(f"{code} {message}")
-        self.smtp_code = code
+SmtpError = ProviderError
 
 
 class FakeSmtp:
-    """Fails as configured and logs every accepted message."""
+    """Fails as configured and logs every accepted message; sends through one of the two
+    fake providers (``demo_providers``), which adds that provider's trouble and outcomes."""
 
-    def __init__(self, rng: random.Random) -> None:
+    def __init__(self, rng: random.Random, providers: Providers) -> None:
         self.rng = rng
+        self.providers = providers
         self.accepted: Counter[str] = Counter()
 
     def is_slow(self, delivery_id: str) -> bool:
         return delivery_id.endswith("3") and delivery_id[-3:-1] == "00"
 
-    async def send(self, delivery_id: str, recipient: str) -> str:
+    async def send(self, delivery_id: str, recipient: str, provider: str) -> str:
+        """The provider's message id."""
         await asyncio.sleep(
             SLOW_SEND_S if self.is_slow(delivery_id) else self.rng.uniform(0, 0.004)
         )
+        await self.providers.before_send(provider, recipient)
         if recipient.lower().endswith("@greylisted.example"):
             raise SmtpError(421, "4.7.0 Try again later")
         roll = self.rng.random()
+        if recipient.lower() == BOUNCING.lower():
+            roll = 1.0  # accepted; the bounce comes later, from the recipient's server
         if roll < 0.08:
             raise SmtpError(421, "4.3.2 Service not available, closing transmission channel")
         if roll < 0.095:
             raise SmtpError(550, "5.1.1 Mailbox unavailable")
         self.accepted[delivery_id] += 1
-        return f"250 2.0.0 OK queued as {self.rng.getrandbits(32):08X}"
+        return self.providers.accepted(provider, delivery_id, recipient)
 
 
 @dataclass
@@ -129,23 +140,28 @@ class Outcome:
     not_yet: int = 0
     heartbeats: int = 0
     slow_sends: int = 0
+    suppressed: int = 0
 
 
 async def handle(
     message: Message,
     tracker: DeliveryTracker,
     smtp: FakeSmtp,
+    router: ProviderRouter,
     dead_letters: list[str],
     outcome: Outcome,
 ) -> tuple[str, float]:
     """The worker's Pub/Sub handler: ``ack``, or ``nack`` with the delay before Pub/Sub
     should redeliver (the workflow's backoff, as the database computed it)."""
-    await tracker.enqueue(
+    enqueued = await tracker.enqueue(
         message.delivery_id,
         workflow=message.workflow,
         recipient=message.recipient,
         metadata={"template": f"{message.workflow}-v3"},
     )
+    if enqueued.suppression_reason is not None:
+        outcome.suppressed += 1
+        return "suppressed", 0.0  # the recipient is on the suppression list: never send
     try:
         claim = await tracker.claim(message.delivery_id)  # the lease: the workflow's policy
     except NotYet as wait:
@@ -153,12 +169,14 @@ async def handle(
         return "nack", wait.wait.total_seconds()
     if claim is None:
         return "duplicate", 0.0  # sent, finished, or someone else holds a live claim: ack
+    provider = router.pick()  # the order comes from the shared provider_health
+    started = time.monotonic()
     try:
         # Heartbeats keep a slow send's claim alive; a lost claim must not send.
         async with tracker.keep_claim(claim) as keeper:
             if not keeper.held:
                 return "duplicate", 0.0
-            reply = await smtp.send(message.delivery_id, message.recipient)
+            message_id = await smtp.send(message.delivery_id, message.recipient, provider)
         outcome.heartbeats += keeper.beats
         outcome.slow_sends += keeper.beats > 0
     except SmtpError as exc:
@@ -167,6 +185,9 @@ async def handle(
             attempt=claim.attempt,
             error=(f"SMTP_{exc.smtp_code}", str(exc)),
             retryable=exc.smtp_code < 500,
+            provider=provider,
+            reply_code=exc.smtp_code,
+            duration=timedelta(seconds=time.monotonic() - started),
         )  # the retry budget: the workflow's policy
         if result.status.value == "retrying":
             retry_at = result.delivery.next_attempt_at
@@ -178,7 +199,15 @@ async def handle(
             await tracker.mark_dead_letter(message.delivery_id, reference=reference)
             return "dead_letter", 0.0
         return "ack", 0.0
-    await tracker.mark_sent(message.delivery_id, attempt=claim.attempt, payload={"smtp": reply})
+    await tracker.mark_sent(
+        message.delivery_id,
+        attempt=claim.attempt,
+        payload={"smtp": f"250 2.0.0 OK queued as {message_id}"},
+        provider=provider,
+        provider_message_id=message_id,
+        reply_code=250,
+        duration=timedelta(seconds=time.monotonic() - started),
+    )
     return "ack", 0.0
 
 
@@ -188,31 +217,57 @@ def plan(rng: random.Random, run: str) -> list[Message]:
         workflow = WORKFLOWS[i % len(WORKFLOWS)]
         host = "greylisted.example" if i % 250 == 7 else "example.com"
         originals.append(Message(f"{run}-{i:05d}", workflow, f"User{i % 700}@{host}".upper()))
+    originals[1].recipient = BOUNCING  # an invite to a mailbox that no longer exists
     messages = list(originals)
     messages += [rng.choice(originals) for _ in range(int(DELIVERIES * DUPLICATE_SHARE))]
     rng.shuffle(messages)
     return messages
 
 
-async def simulate(url: str, rng: random.Random) -> tuple[str, Outcome, FakeSmtp, str]:
+@dataclass
+class Run:
+    """What ``simulate`` leaves for the report."""
+
+    run: str
+    outcome: Outcome
+    smtp: FakeSmtp
+    crashed: str
+    router: ProviderRouter
+    bounced: str
+    """The delivery whose recipient hard-bounced."""
+    after_bounce: str
+    """The later delivery to the same recipient (published once the bounce was recorded)."""
+    outcomes_recorded: int = 0
+
+
+async def simulate(url: str, rng: random.Random) -> Run:
     run = f"demo-{datetime.now(UTC):%H%M%S}-{os.getpid()}"
     messages = plan(rng, run)
-    smtp = FakeSmtp(rng)
-    engine = make_engine(url, pool_size=WORKERS)
+    engine = make_engine(url, pool_size=WORKERS + 3)
     tracker = DeliveryTracker(engine)
+    router = ProviderRouter(tracker, random.Random(11))
+    providers = Providers(random.Random(12), router)
+    smtp = FakeSmtp(rng, providers)
     queue: asyncio.Queue[Message]
     outcome = Outcome()
     dead_letters: list[str] = []
-    bar = ProgressBar(len(messages), "pub/sub messages", sys.stderr)
+    bar = ProgressBar(len(messages) + 1, "pub/sub messages", sys.stderr)
     done = 0
+    busy = 0
+    bounced = next(m for m in messages if m.recipient == BOUNCING)
+    later = Message(f"{run}-{DELIVERIES:05d}", bounced.workflow, BOUNCING)
+    result = Run(run, outcome, smtp, "", router, bounced.delivery_id, later.delivery_id)
 
     # The crashed worker: it claims, then dies before sending; Pub/Sub keeps its message.
     # The crashed worker's delivery has no duplicate message: nobody else could claim it
     # once its lease expires, so the reaper is what brings it back.
     copies = Counter(m.delivery_id for m in messages)
     crashed = next(
-        m for m in messages if copies[m.delivery_id] == 1 and not smtp.is_slow(m.delivery_id)
+        m
+        for m in messages
+        if copies[m.delivery_id] == 1 and not smtp.is_slow(m.delivery_id) and m is not bounced
     )
+    result.crashed = crashed.delivery_id
     messages.remove(crashed)
     queue = asyncio.Queue()
     for message in messages:
@@ -228,32 +283,55 @@ async def simulate(url: str, rng: random.Random) -> tuple[str, Outcome, FakeSmtp
         await asyncio.sleep(delay)  # Pub/Sub redelivers a nacked message after the delay
         queue.put_nowait(message)
 
+    def publish(message: Message, delay: float) -> None:
+        task = asyncio.create_task(redeliver(message, delay))
+        in_flight.add(task)
+        task.add_done_callback(in_flight.discard)
+
     async def worker() -> None:
-        nonlocal done
+        nonlocal done, busy
         while True:
             message = await queue.get()
-            verdict, delay = await handle(message, tracker, smtp, dead_letters, outcome)
+            busy += 1
+            verdict, delay = await handle(message, tracker, smtp, router, dead_letters, outcome)
             if verdict == "nack":
                 outcome.redelivered += 1
-                task = asyncio.create_task(redeliver(message, delay))
-                in_flight.add(task)
-                task.add_done_callback(in_flight.discard)
+                publish(message, delay)
             else:
                 outcome.acked += 1
                 outcome.duplicates_skipped += verdict == "duplicate"
                 outcome.dead_letter_published += verdict == "dead_letter"
                 done += 1
                 bar.update(done)
+            busy -= 1
             queue.task_done()
+
+    async def webhook_receiver() -> None:
+        """The providers' webhooks: each event recorded as it comes (``record_outcome``);
+        one may arrive before ``mark_sent`` stored its message id, and is matched then."""
+        nonlocal busy
+        while True:
+            event = await providers.events.get()
+            busy += 1
+            recorded = await tracker.record_outcome(event)
+            result.outcomes_recorded += recorded.recorded
+            if event.permanent:
+                publish(later, 0)  # the app invites the address again, after its bounce
+            busy -= 1
+            providers.events.task_done()
 
     async def settled() -> None:
         while True:
             await queue.join()
-            if not in_flight:
+            await providers.events.join()
+            if in_flight:
+                await asyncio.gather(*list(in_flight))
+            elif queue.empty() and providers.events.empty() and busy == 0:
                 return
-            await asyncio.gather(*list(in_flight))
 
     tasks = [asyncio.create_task(worker()) for _ in range(WORKERS)]
+    tasks += [asyncio.create_task(webhook_receiver()) for _ in range(2)]
+    tasks.append(asyncio.create_task(router.run()))
     try:
         await settled()
         # Still in progress: the crashed worker's claim. The reaper runs once it expires.
@@ -261,9 +339,7 @@ async def simulate(url: str, rng: random.Random) -> tuple[str, Outcome, FakeSmtp
         assert expires is not None
         await asyncio.sleep(max(0.0, (expires - datetime.now(UTC)).total_seconds() + 0.1))
         reaped = await tracker.reap_stale()
-        redelivery = asyncio.create_task(redeliver(crashed, 0))
-        in_flight.add(redelivery)
-        redelivery.add_done_callback(in_flight.discard)
+        publish(crashed, 0)
         outcome.redelivered += 1
         await settled()
         bar.close()
@@ -271,22 +347,26 @@ async def simulate(url: str, rng: random.Random) -> tuple[str, Outcome, FakeSmtp
             f"\nreaper: {len(reaped)} expired claim(s) handed back: "
             + ", ".join(f"{d.delivery_id} → {d.status.value}" for d in reaped)
         )
+        await router.refresh()
+        router.note("end of the run")
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await tracker.aclose()
         await engine.dispose()
-    return run, outcome, smtp, crashed.delivery_id
+    return result
 
 
-async def report(url: str, run: str, outcome: Outcome, smtp: FakeSmtp, crashed: str) -> bool:
+async def report(url: str, result: Run) -> bool:
+    run, outcome, smtp, crashed = result.run, result.outcome, result.smtp, result.crashed
     engine = make_engine(url)
     try:
         async with engine.connect() as conn:
             since = datetime.now(UTC) - timedelta(hours=1)
             stats = await conn.execute(queries.workflow_stats(since=since))
             columns = [c for c in queries.STATS_COLUMNS if c != "bucket"]
+            columns += ["delivered", "bounced"]
             rows = [
                 tuple(
                     ", ".join(f"{e['code']}:{e['count']}" for e in row._mapping[c])
@@ -338,6 +418,20 @@ async def report(url: str, run: str, outcome: Outcome, smtp: FakeSmtp, crashed: 
                     {"run": f"{run}-%"},
                 )
             ).scalar_one()
+        tracker = DeliveryTracker(engine)
+        try:
+            providers_ok = await demo_providers.report(
+                engine,
+                tracker,
+                run=run,
+                router=result.router,
+                bounced=result.bounced,
+                after_bounce=result.after_bounce,
+                outcomes_recorded=result.outcomes_recorded,
+                out=sys.stdout,
+            )
+        finally:
+            await tracker.aclose()
     finally:
         await engine.dispose()
     smtp_twice = sum(1 for n in smtp.accepted.values() if n > 1)
@@ -347,7 +441,8 @@ async def report(url: str, run: str, outcome: Outcome, smtp: FakeSmtp, crashed: 
         f"({outcome.not_yet:,} of them too early: NotYet, nacked with the backoff's wait), "
         f"{outcome.dead_letter_published} published to the dead-letter topic; "
         f"{outcome.slow_sends} sends slower than the lease kept their claim with "
-        f"{outcome.heartbeats} heartbeats"
+        f"{outcome.heartbeats} heartbeats; {outcome.suppressed} suppressed at enqueue, "
+        "not sent"
     )
     print(
         f"no email sent twice: {'yes' if twice == 0 and smtp_twice == 0 else 'NO'} — "
@@ -355,7 +450,13 @@ async def report(url: str, run: str, outcome: Outcome, smtp: FakeSmtp, crashed: 
         f"{len(smtp.accepted):,} deliveries; {sent_rows:,} rows are sent; deliveries with "
         f"more than one sent event: {twice}; unfinished: {unfinished}"
     )
-    return twice == 0 and smtp_twice == 0 and unfinished == 0 and sent_rows == len(smtp.accepted)
+    return (
+        providers_ok
+        and twice == 0
+        and smtp_twice == 0
+        and unfinished == 0
+        and sent_rows == len(smtp.accepted)
+    )
 
 
 @contextlib.asynccontextmanager
@@ -425,10 +526,10 @@ async def run() -> int:
                 f"{DUPLICATE_SHARE:.0%} duplicated Pub/Sub messages, shuffled, {WORKERS} workers"
             )
             async with demo_webhooks.webhooks_during(url, WEBHOOK_WORKFLOW) as downstream:
-                run_id, outcome, smtp, crashed = await simulate(url, random.Random(2026))
-            ok = await report(url, run_id, outcome, smtp, crashed)
+                result = await simulate(url, random.Random(2026))
+            ok = await report(url, result)
             await show_health(url)
-            ok &= await demo_webhooks.report(url, run_id, WEBHOOK_WORKFLOW, downstream)
+            ok &= await demo_webhooks.report(url, result.run, WEBHOOK_WORKFLOW, downstream)
     print(f"\ndemo finished in {time.monotonic() - started:.1f} s")
     return 0 if ok else 1
 
