@@ -95,8 +95,11 @@ def test_function_identity_drops_defaults() -> None:
 
 def test_named_blocks_and_includes() -> None:
     retention = sql.blocks("retention.sql")
-    # The shared batch walk is written once and included where it is used.
-    assert sql.read("retention.sql").count("FOR UPDATE SKIP LOCKED") == 1
+    # The shared batch walk of deliveries is written once and included where it is used
+    # (the webhook outbox's prune is a walk of its own table).
+    text = sql.read("retention.sql")
+    assert text.count("FOR UPDATE SKIP LOCKED") == 2
+    assert "FOR UPDATE SKIP LOCKED" in retention["prune_webhook_messages"]
     for name in ("prune_batch", "scrub_batch"):
         assert "FOR UPDATE SKIP LOCKED" in retention[name]
         assert "/*{block:" not in retention[name]
