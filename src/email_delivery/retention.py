@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from email_delivery import rules, sql
@@ -64,6 +64,8 @@ _EXPIRED_PARTITIONS = _SQL["expired_event_partitions"]
 _RETENTION_POLICIES = _SQL["retention_policies"]
 _PRUNE_WEBHOOK_MESSAGES = _SQL["prune_webhook_messages"]
 _COUNT_WEBHOOK_MESSAGES = _SQL["count_webhook_messages"]
+_PRUNE_UNMATCHED_OUTCOMES = _SQL["prune_unmatched_outcome_events"]
+_COUNT_UNMATCHED_OUTCOMES = _SQL["count_unmatched_outcome_events"]
 
 _EPOCH = datetime.fromisoformat("0001-01-01T00:00:00+00:00")
 
@@ -87,6 +89,9 @@ class PruneReport:
     deleted_webhook_messages: int = 0
     """Finished webhook messages (with their attempts) of deliveries gone or finished before
     the sent window: a body may carry the recipient, so it goes with the audit trail."""
+    deleted_unmatched_outcome_events: int = 0
+    """Provider outcome events that never matched a delivery, received before the sent
+    window (they hold the provider-reported recipient)."""
     expected_deliveries: int | None = None
     """Candidates counted before the run (the progress bar's total); None if not counted."""
     by_status: dict[str, int] = field(default_factory=dict)
@@ -105,6 +110,7 @@ class PruneReport:
             "dropped_partitions": list(self.dropped_partitions),
             "dropped_events_estimate": self.dropped_events_estimate,
             "deleted_webhook_messages": self.deleted_webhook_messages,
+            "deleted_unmatched_outcome_events": self.deleted_unmatched_outcome_events,
         }
 
 
@@ -208,6 +214,9 @@ async def prune(
             report.deleted_webhook_messages = int(
                 (await conn.execute(_COUNT_WEBHOOK_MESSAGES, {"before": before})).scalar_one()
             )
+            report.deleted_unmatched_outcome_events = int(
+                (await conn.execute(_COUNT_UNMATCHED_OUTCOMES, {"before": before})).scalar_one()
+            )
             await conn.rollback()
             report.elapsed_s = time.perf_counter() - started
             return report
@@ -221,8 +230,11 @@ async def prune(
             report.deleted_deliveries += deleted[0]
             report.deleted_events += deleted[1]
             report.by_status[status.value] = report.by_status.get(status.value, 0) + deleted[0]
-        report.deleted_webhook_messages += await _prune_webhook_messages(
-            conn, before, batch_size, report
+        report.deleted_webhook_messages += await _prune_in_batches(
+            conn, _PRUNE_WEBHOOK_MESSAGES, before, batch_size, report
+        )
+        report.deleted_unmatched_outcome_events += await _prune_in_batches(
+            conn, _PRUNE_UNMATCHED_OUTCOMES, before, batch_size, report
         )
         if scrub_after is not None:
             every = _Scope(sent=older_than, failed=keep_failed_for)
@@ -243,16 +255,19 @@ async def prune(
     return report
 
 
-async def _prune_webhook_messages(
-    conn: AsyncConnection, before: datetime, batch_size: int, report: PruneReport
+async def _prune_in_batches(
+    conn: AsyncConnection,
+    statement: TextClause,
+    before: datetime,
+    batch_size: int,
+    report: PruneReport,
 ) -> int:
-    """Delete finished webhook messages a batch per transaction; how many went."""
+    """Run a ``DELETE … LIMIT :batch_size`` until a batch comes back short, one transaction
+    per batch; how many rows went."""
     deleted = 0
     while True:
         statement_started = time.perf_counter()
-        result = await conn.execute(
-            _PRUNE_WEBHOOK_MESSAGES, {"before": before, "batch_size": batch_size}
-        )
+        result = await conn.execute(statement, {"before": before, "batch_size": batch_size})
         await conn.commit()
         report.longest_statement_s = max(
             report.longest_statement_s, time.perf_counter() - statement_started

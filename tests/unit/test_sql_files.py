@@ -96,10 +96,11 @@ def test_function_identity_drops_defaults() -> None:
 def test_named_blocks_and_includes() -> None:
     retention = sql.blocks("retention.sql")
     # The shared batch walk of deliveries is written once and included where it is used
-    # (the webhook outbox's prune is a walk of its own table).
+    # (the webhook outbox's and the unmatched outcome events' prunes walk their own tables).
     text = sql.read("retention.sql")
-    assert text.count("FOR UPDATE SKIP LOCKED") == 2
-    assert "FOR UPDATE SKIP LOCKED" in retention["prune_webhook_messages"]
+    assert text.count("FOR UPDATE SKIP LOCKED") == 3
+    for own in ("prune_webhook_messages", "prune_unmatched_outcome_events"):
+        assert "FOR UPDATE SKIP LOCKED" in retention[own]
     for name in ("prune_batch", "scrub_batch"):
         assert "FOR UPDATE SKIP LOCKED" in retention[name]
         assert "/*{block:" not in retention[name]

@@ -141,3 +141,21 @@ SELECT count(*) FROM email.webhook_messages AS m
 WHERE m.state <> 'pending'
   AND (m.finished_at < :before
        OR NOT EXISTS (SELECT FROM email.deliveries AS d WHERE d.delivery_id = m.delivery_id));
+
+-- name: prune_unmatched_outcome_events
+-- Provider outcome events that never found their delivery (another system's mail on a shared
+-- provider account, or a delivery pruned before its events came), received before :before,
+-- a batch at a time. They hold the provider-reported recipient. Matched events go with
+-- their delivery (FK cascade).
+WITH doomed AS (
+    SELECT e.id FROM email.outcome_events AS e
+    WHERE e.delivery_id IS NULL AND e.received_at < :before
+    ORDER BY e.id
+    LIMIT :batch_size
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM email.outcome_events AS e USING doomed WHERE e.id = doomed.id;
+
+-- name: count_unmatched_outcome_events
+SELECT count(*) FROM email.outcome_events AS e
+WHERE e.delivery_id IS NULL AND e.received_at < :before;
