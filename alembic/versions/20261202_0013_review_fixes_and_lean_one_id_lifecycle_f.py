@@ -2,7 +2,7 @@
 
 Revision ID: 0013
 Revises: 0012
-Create Date: 2026-12-02 03:24:34.597277+00:00
+Create Date: 2026-12-02 04:29:24.479408+00:00
 
 Written by `python -m email_delivery.revision`: the SQL objects it creates or replaces are
 frozen in 0013/ beside it; the previous definitions are the earlier revisions' files.

@@ -67,33 +67,27 @@ BEGIN
       AND (e.kind = 'complained' OR (e.kind = 'bounced' AND e.permanent))
     ORDER BY d.recipient, e.kind = 'complained' DESC, e.occurred_at
     ON CONFLICT (address) DO UPDATE SET
-        -- The new entry replaces an expired one or a weaker reason, whole; otherwise the
-        -- entry stays as it is (an operator's manual note and expiry are theirs), except
-        -- that the same reason again keeps the later expiry (NULL: never).
-        reason = CASE WHEN s.expires_at <= now()
-                           OR array_position(ARRAY['hard_bounce', 'complaint', 'manual'], EXCLUDED.reason)
-                              > array_position(ARRAY['hard_bounce', 'complaint', 'manual'], s.reason)
-                      THEN EXCLUDED.reason ELSE s.reason END,
-        source_delivery_id = CASE WHEN s.expires_at <= now()
-                           OR array_position(ARRAY['hard_bounce', 'complaint', 'manual'], EXCLUDED.reason)
-                              > array_position(ARRAY['hard_bounce', 'complaint', 'manual'], s.reason)
-                      THEN EXCLUDED.source_delivery_id ELSE s.source_delivery_id END,
-        provider = CASE WHEN s.expires_at <= now()
-                           OR array_position(ARRAY['hard_bounce', 'complaint', 'manual'], EXCLUDED.reason)
-                              > array_position(ARRAY['hard_bounce', 'complaint', 'manual'], s.reason)
-                      THEN EXCLUDED.provider ELSE s.provider END,
-        detail = CASE WHEN s.expires_at <= now()
-                           OR array_position(ARRAY['hard_bounce', 'complaint', 'manual'], EXCLUDED.reason)
-                              > array_position(ARRAY['hard_bounce', 'complaint', 'manual'], s.reason)
-                      THEN EXCLUDED.detail ELSE s.detail END,
-        created_at = CASE WHEN s.expires_at <= now() THEN now() ELSE s.created_at END,
-        expires_at = CASE WHEN s.expires_at <= now()
-                               OR array_position(ARRAY['hard_bounce', 'complaint', 'manual'], EXCLUDED.reason)
-                                  > array_position(ARRAY['hard_bounce', 'complaint', 'manual'], s.reason)
-                          THEN EXCLUDED.expires_at
-                          WHEN EXCLUDED.reason <> s.reason THEN s.expires_at
-                          WHEN s.expires_at IS NULL OR EXCLUDED.expires_at IS NULL THEN NULL
-                          ELSE greatest(s.expires_at, EXCLUDED.expires_at) END;
+        -- The new entry replaces an expired one or a weaker reason, whole (w.wins, decided
+        -- once); otherwise the entry stays as it is (an operator's manual note and expiry
+        -- are theirs), except that the same reason again keeps the later expiry (NULL: never).
+        (reason, source_delivery_id, provider, detail, created_at, expires_at) = (
+            SELECT n.reason, n.source_delivery_id, n.provider, n.detail,
+                   CASE WHEN s.expires_at <= now() THEN now() ELSE s.created_at END,
+                   CASE WHEN w.wins THEN EXCLUDED.expires_at
+                        WHEN EXCLUDED.reason <> s.reason THEN s.expires_at
+                        WHEN s.expires_at IS NULL OR EXCLUDED.expires_at IS NULL THEN NULL
+                        ELSE greatest(s.expires_at, EXCLUDED.expires_at) END
+            FROM (SELECT coalesce(s.expires_at <= now(), false)
+                         OR array_position(ARRAY['hard_bounce', 'complaint', 'manual'], EXCLUDED.reason)
+                            > array_position(ARRAY['hard_bounce', 'complaint', 'manual'], s.reason)
+                         AS wins) AS w
+            CROSS JOIN LATERAL (
+                SELECT EXCLUDED.reason, EXCLUDED.source_delivery_id, EXCLUDED.provider,
+                       EXCLUDED.detail
+                WHERE w.wins
+                UNION ALL
+                SELECT s.reason, s.source_delivery_id, s.provider, s.detail
+                WHERE NOT w.wins) AS n(reason, source_delivery_id, provider, detail));
     -- A delivery enqueued after a hard-bounce entry and delivered clears the entry (Postal's
     -- behaviour): the mailbox works again. Complaints and manual entries stay until removed.
     DELETE FROM email.suppressions AS s
