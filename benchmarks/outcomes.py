@@ -2,15 +2,18 @@
 how long the provider metrics query takes over many attempts.
 
     .venv/bin/python benchmarks/outcomes.py [--n 5000] [--concurrency 8] [--metrics-rows 1000000]
-                                            [--json]
+                                            [--metrics-days 90] [--json]
 
 1. ``--n`` deliveries are enqueued and claimed, then (timed, ``--concurrency`` tasks) each is
    ``mark_sent`` with its provider facts, then (timed) one ``delivered`` outcome is recorded
    for each, matched by provider message id. Reported: calls per second and the median and
    p95 latency of each, and the ratio outcome / mark_sent.
-2. ``--metrics-rows`` attempts and outcomes over 5 providers and 5 workflows, spread over 7
-   days, are bulk-loaded (owner, set-based INSERTs, not through the functions), then
-   ``email.provider_metrics`` over the last 24 hours and 15 minutes is timed (median of 5).
+2. ``--metrics-rows`` sent deliveries, each with its attempt and outcome, over 5 providers
+   and 5 workflows, spread evenly over ``--metrics-days`` days, are bulk-loaded (owner,
+   set-based INSERTs, not through the functions), then ``email.provider_metrics`` over the
+   last 15 minutes, 24 hours, 7 and 30 days is timed (median of 5): first from the attempts
+   alone (never refreshed), then after ``email.maintain()`` filled the provider rollups
+   (revision 0014), whose refresh is timed too.
 
 Without ``DATABASE_URL`` it starts the embedded PostgreSQL 18 (fsync and synchronous commit
 on), migrates it and deletes it afterwards. With ``DATABASE_URL`` (a superuser or the schema
@@ -53,7 +56,9 @@ async def database() -> AsyncIterator[str]:
         yield server_url
 
 
-async def run_all(n: int, concurrency: int, metrics_rows: int, prefix: str) -> dict[str, Any]:
+async def run_all(
+    n: int, concurrency: int, metrics_rows: int, metrics_days: int, prefix: str
+) -> dict[str, Any]:
     async with database() as url:
         await migrate.upgrade(url)
         raw_url = async_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
@@ -61,7 +66,7 @@ async def run_all(n: int, concurrency: int, metrics_rows: int, prefix: str) -> d
         try:
             async with DeliveryTracker(engine) as tracker:
                 lifecycle = await bench_lifecycle(tracker, n, concurrency, prefix)
-            metrics = await bench_metrics(raw_url, metrics_rows, prefix)
+            metrics = await bench_metrics(raw_url, metrics_rows, metrics_days, prefix)
         finally:
             conn = await asyncpg.connect(raw_url)
             try:
@@ -178,7 +183,7 @@ WITH d AS (
     SELECT $1 || '-m-' || i, 'wf-' || (i % 5), 'r' || i || '@example.com', 'sent', 1,
            t, t, t, t, t
     FROM generate_series(1, $2) AS i,
-         LATERAL (SELECT now() - (i % 604800) * interval '1 second' AS t) AS ts
+         LATERAL (SELECT now() - (i::double precision / $2) * $3 * interval '1 day' AS t) AS ts
     RETURNING delivery_id, workflow, sent_at
 ), a AS (
     INSERT INTO email.delivery_attempts (delivery_id, attempt, result, workflow, provider,
@@ -201,30 +206,52 @@ FROM a
 """
 
 
-async def bench_metrics(url: str, rows: int, prefix: str) -> dict[str, Any]:
+WINDOWS = (
+    ("last_15m", timedelta(minutes=15)),
+    ("last_24h", timedelta(hours=24)),
+    ("last_7d", timedelta(days=7)),
+    ("last_30d", timedelta(days=30)),
+)
+
+
+async def _time_windows(conn: asyncpg.Connection) -> dict[str, float]:
+    results = {}
+    for label, window in WINDOWS:
+        timings = []
+        for _ in range(5):
+            start = time.perf_counter()
+            await conn.fetch("SELECT * FROM email.provider_metrics(now() - $1::interval)", window)
+            timings.append(time.perf_counter() - start)
+        results[f"{label}_ms"] = round(statistics.median(timings) * 1000, 1)
+    return results
+
+
+async def bench_metrics(url: str, rows: int, days: int, prefix: str) -> dict[str, Any]:
     conn = await asyncpg.connect(url)
     try:
         start = time.perf_counter()
         # The audit triggers run as for any insert; the owner's bulk load is set-based.
         await conn.execute("SET session_replication_role = replica")  # bulk load only
-        await conn.execute(LOAD, prefix, rows)
+        await conn.execute(LOAD, prefix, rows, days)
         await conn.execute("RESET session_replication_role")
         await conn.execute("ANALYZE email.delivery_attempts")
         await conn.execute("ANALYZE email.delivery_outcomes")
         load_s = time.perf_counter() - start
-        results: dict[str, Any] = {"rows": rows, "load_s": round(load_s, 1)}
-        for label, window in (
-            ("last_24h", timedelta(hours=24)),
-            ("last_15m", timedelta(minutes=15)),
-        ):
-            timings = []
-            for _ in range(5):
-                start = time.perf_counter()
-                await conn.fetch(
-                    "SELECT * FROM email.provider_metrics(now() - $1::interval)", window
-                )
-                timings.append(time.perf_counter() - start)
-            results[f"{label}_ms"] = round(statistics.median(timings) * 1000, 1)
+        results: dict[str, Any] = {"rows": rows, "days": days, "load_s": round(load_s, 1)}
+        # The attempts alone: what provider_metrics costs before the first refresh.
+        await conn.execute(
+            "UPDATE email.provider_rollup_state SET rolled_until = '-infinity', xact_watermark = 0"
+        )
+        await conn.execute("DELETE FROM email.provider_rollups")
+        results["from_attempts"] = await _time_windows(conn)
+        start = time.perf_counter()
+        await conn.fetch("SELECT * FROM email.refresh_provider_rollups()")
+        results["first_refresh_s"] = round(time.perf_counter() - start, 2)
+        results["rollup_rows"] = await conn.fetchval("SELECT count(*) FROM email.provider_rollups")
+        results["with_rollups"] = await _time_windows(conn)
+        start = time.perf_counter()
+        await conn.fetch("SELECT * FROM email.refresh_provider_rollups()")
+        results["next_refresh_s"] = round(time.perf_counter() - start, 3)
         results["attempts_in_24h"] = await conn.fetchval(
             "SELECT count(*) FROM email.delivery_attempts "
             "WHERE reported_at > now() - interval '24 hours'"
@@ -239,10 +266,13 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--metrics-rows", type=int, default=1_000_000)
+    parser.add_argument("--metrics-days", type=int, default=90)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     prefix = f"bo{secrets.token_hex(3)}"
-    result = asyncio.run(run_all(args.n, args.concurrency, args.metrics_rows, prefix))
+    result = asyncio.run(
+        run_all(args.n, args.concurrency, args.metrics_rows, args.metrics_days, prefix)
+    )
     result["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count()}
     if args.json:
         print(json.dumps(result, indent=2))

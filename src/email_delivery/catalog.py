@@ -64,6 +64,11 @@ TABLE_PRIVILEGES: dict[str, dict[str, tuple[str, ...]]] = {
     # The suppression list (revision 0012): bounces and complaints add entries through the
     # owner's functions, the owner edits it by hand; the worker and readers may look.
     "suppressions": {READER_ROLE: ("SELECT",), WRITER_ROLE: ("SELECT",)},
+    # The provider rollups (revision 0014): written by the owner's refresh only; the worker
+    # reads them through provider_metrics (provider_health), as readers do.
+    "provider_rollups": {READER_ROLE: ("SELECT",), WRITER_ROLE: ("SELECT",)},
+    "provider_rollup_state": {READER_ROLE: ("SELECT",), WRITER_ROLE: ("SELECT",)},
+    "provider_rollup_deletions": {READER_ROLE: ("SELECT",), WRITER_ROLE: ("SELECT",)},
 }
 """Who may do what on each table; each (table, role, command) has one permissive policy
 ``<table>_<role>_<command>`` in ``sql/policies``. Nobody but the owner writes: the worker
@@ -76,10 +81,12 @@ SEED_ROWS = (
     "INSERT INTO email.delivery_rollup_state DEFAULT VALUES",
     "INSERT INTO email.workflow_policies (workflow) VALUES ('*')",
     "INSERT INTO email.webhook_feed_state DEFAULT VALUES",
+    "INSERT INTO email.provider_rollup_state DEFAULT VALUES",
 )
 """Rows the schema needs to work, inserted by the revisions that create their tables: the
-rollups' state (0007), the default worker policy (0008) and the outbox's place in the change
-feed, at its head (0009), with their columns' defaults."""
+rollups' state (0007), the default worker policy (0008), the outbox's place in the change
+feed, at its head (0009), and the provider rollups' state (0014), with their columns'
+defaults."""
 """Tables with row level security enabled."""
 
 _READ: dict[str, tuple[str, ...]] = {READER_ROLE: ("SELECT",)}
@@ -102,7 +109,9 @@ FUNCTION_EXECUTE: dict[str, tuple[str, ...]] = {
     "percent_decoded": _READ_AND_WRITE,
     "delivery_stats": (READER_ROLE,),
     "raw_delivery_rollups": (READER_ROLE,),
-    "latency_percentile": (READER_ROLE,),
+    # The histograms' percentiles: delivery_stats (readers) and provider_metrics (0014: the
+    # worker too, through provider_health).
+    "latency_percentile": _READ_AND_WRITE,
     "enqueue_delivery": (WRITER_ROLE,),
     "enqueue_deliveries": (WRITER_ROLE,),
     "claim_delivery": (WRITER_ROLE,),
@@ -157,6 +166,11 @@ FUNCTION_EXECUTE: dict[str, tuple[str, ...]] = {
     "apply_outcome_events": (),
     # The suppression list (revision 0012): run inside the enqueue functions, as the owner.
     "suppress_new_deliveries": (),
+    # The provider rollups (revision 0014): read inside provider_metrics (SECURITY
+    # INVOKER: the caller's SELECT decides); refreshed and fed by the owner alone.
+    "raw_provider_rollups": _READ_AND_WRITE,
+    "refresh_provider_rollups": (),
+    "record_provider_rollup_deletions": (),
 }
 """Every function by name and the roles that may execute it (``()``: nobody but its owner;
 triggers need no EXECUTE, and the lifecycle functions run as the owner)."""

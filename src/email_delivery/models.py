@@ -588,6 +588,8 @@ MAX_OUTCOME_REASON_LENGTH = 500
 OUTCOME_KINDS = ("deferred", "delivered", "opened", "clicked", "bounced", "rejected", "complained")
 """``providers.events.OutcomeKind``, in precedence order (a test keeps them equal)."""
 _OUTCOME_KIND_LIST = ", ".join(f"'{kind}'" for kind in OUTCOME_KINDS)
+_XACT_ID = "(pg_current_xact_id())::text::bigint"
+"""The writing transaction's id, as the audit log and the rollups' bookkeeping store it."""
 
 
 class DeliveryAttempt(Base):
@@ -617,6 +619,9 @@ class DeliveryAttempt(Base):
     duration_ms: Mapped[int | None] = mapped_column(Integer)
     """How long the send took, as the worker measured it."""
     reported_at: Mapped[datetime] = mapped_column(server_default=text("now()"))
+    xact_id: Mapped[int | None] = mapped_column(BigInteger, server_default=text(_XACT_ID))
+    """The writing transaction (revision 0014; NULL on older rows): the provider rollups'
+    refresh finds the rows written since its last run through it."""
 
     __table_args__ = (
         CheckConstraint("result IN ('sent', 'failed')", name="result_known"),
@@ -640,6 +645,7 @@ class DeliveryAttempt(Base):
         ),
         # Provider metrics read a time window.
         Index(None, "reported_at"),
+        Index(None, "xact_id"),
     )
 
 
@@ -750,13 +756,86 @@ class DeliveryOutcome(Base):
     events: Mapped[int] = mapped_column(Integer, server_default=text("1"))
     """How many of its provider events were recorded."""
     updated_at: Mapped[datetime] = mapped_column(server_default=text("now()"))
+    xact_id: Mapped[int | None] = mapped_column(BigInteger, server_default=text(_XACT_ID))
+    """The transaction that last changed it (revision 0014; NULL on older rows): an outcome
+    changes its attempt's hour in the provider rollups."""
 
     __table_args__ = (
         CheckConstraint(f"outcome IN ({_OUTCOME_KIND_LIST})", name="outcome_known"),
         CheckConstraint("permanent IS NULL OR outcome = 'bounced'", name="permanent_only_bounced"),
         CheckConstraint("events >= 1", name="events_positive"),
         Index(None, "outcome_at"),
+        Index(None, "xact_id"),
     )
+
+
+class ProviderRollup(Base):
+    """The attempts reported in one UTC hour by one provider for one workflow (revision
+    0014): the provider metrics' source for closed hours (``email.provider_metrics``), kept
+    by ``email.refresh_provider_rollups()`` (run by ``maintain``), which recomputes every
+    hour whose attempts or their outcomes a transaction changed since its last run (found
+    through the ``xact_id`` of ``delivery_attempts`` and ``delivery_outcomes``) or whose
+    attempts retention removed. Counts as ``provider_metrics`` defines them; the send
+    durations and the sent-to-delivered times as latency histograms (buckets ascending, their
+    counts beside them; ``rules.LATENCY_BUCKETS_PER_DECADE`` per decade, in seconds)."""
+
+    __tablename__ = "provider_rollups"
+
+    hour: Mapped[datetime] = mapped_column(primary_key=True)
+    provider: Mapped[str] = mapped_column(Text, primary_key=True)
+    workflow: Mapped[str] = mapped_column(Text, primary_key=True)
+    attempts: Mapped[int] = mapped_column(BigInteger)
+    accepted: Mapped[int] = mapped_column(BigInteger)
+    failed: Mapped[int] = mapped_column(BigInteger)
+    delivered: Mapped[int] = mapped_column(BigInteger)
+    deferred: Mapped[int] = mapped_column(BigInteger)
+    bounced: Mapped[int] = mapped_column(BigInteger)
+    hard_bounced: Mapped[int] = mapped_column(BigInteger)
+    complained: Mapped[int] = mapped_column(BigInteger)
+    rejected: Mapped[int] = mapped_column(BigInteger)
+    send_buckets: Mapped[list[int]] = mapped_column(ARRAY(SmallInteger))
+    send_counts: Mapped[list[int]] = mapped_column(ARRAY(BigInteger))
+    delivered_buckets: Mapped[list[int]] = mapped_column(ARRAY(SmallInteger))
+    delivered_counts: Mapped[list[int]] = mapped_column(ARRAY(BigInteger))
+
+    __table_args__ = (
+        CheckConstraint("attempts > 0", name="attempts_positive"),
+        CheckConstraint(
+            "cardinality(send_buckets) = cardinality(send_counts) "
+            "AND cardinality(delivered_buckets) = cardinality(delivered_counts)",
+            name="histograms_aligned",
+        ),
+    )
+
+
+class ProviderRollupState(Base):
+    """How far the provider rollups reach (one row), as ``DeliveryRollupState`` for the
+    delivery rollups: every hour before ``rolled_until`` is in ``provider_rollups`` as of the
+    transactions below ``xact_watermark``."""
+
+    __tablename__ = "provider_rollup_state"
+
+    singleton: Mapped[bool] = mapped_column(Boolean, primary_key=True, server_default=text("true"))
+    rolled_until: Mapped[datetime] = mapped_column(server_default=text("'-infinity'"))
+    xact_watermark: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    refreshed_at: Mapped[datetime | None]
+
+    __table_args__ = (CheckConstraint("singleton", name="one_row"),)
+
+
+class ProviderRollupDeletion(Base):
+    """Provider hours that lost attempts (retention removing their deliveries), per
+    deleting transaction: recorded by the statement trigger on ``delivery_attempts`` for
+    the provider rollups' next refresh."""
+
+    __tablename__ = "provider_rollup_deletions"
+
+    xact_id: Mapped[int] = mapped_column(
+        BigInteger, primary_key=True, server_default=text(_XACT_ID)
+    )
+    hour: Mapped[datetime] = mapped_column(primary_key=True)
+    provider: Mapped[str] = mapped_column(Text, primary_key=True)
+    workflow: Mapped[str] = mapped_column(Text, primary_key=True)
 
 
 class Suppression(Base):

@@ -178,7 +178,9 @@ class OutcomeEvent:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProviderMetrics:
-    """One provider and workflow over a window (``email.provider_metrics``)."""
+    """One provider and workflow over a window (``email.provider_metrics``). Counts and
+    rates are exact; the percentiles come from latency histograms (the provider rollups',
+    revision 0014) and are within ``rules.LATENCY_RELATIVE_ERROR`` of the rows' own."""
 
     provider: str
     workflow: str

@@ -139,6 +139,23 @@ IGNORED: dict[str, dict[str, str]] = {
             "declared order, which autogenerate compares (op.add_enum_value appends)"
         ),
     },
+    "0014": {
+        "prefer-robust-stmts": (
+            "the tables, columns and row level security are added inside the revision's "
+            "transaction (a failure rolls it back whole); the concurrent index steps after it "
+            "are IF NOT EXISTS and can be rerun as they are"
+        ),
+        "prefer-bigint-over-smallint": (
+            "the histograms' bucket numbers lie between -61 and 121 "
+            "(rules.LATENCY_BUCKET_MIN/MAX): they can never outgrow 16 bits"
+        ),
+        "transaction-nesting": (
+            "the COMMIT/BEGIN around the concurrent index steps is Alembic's autocommit block"
+        ),
+        "ban-uncommitted-transaction": (
+            "the revision's own statements end where Alembic commits its transaction"
+        ),
+    },
     "0012": {
         "constraint-missing-not-valid": (
             "the two CHECKs are on email.workflow_policies, one row per configured workflow: "

@@ -50,7 +50,9 @@ BEGIN
                           THEN EXCLUDED.outcome_at ELSE o.outcome_at END,
         delivered_at = least(o.delivered_at, EXCLUDED.delivered_at),
         events = o.events + EXCLUDED.events,
-        updated_at = now();
+        updated_at = now(),
+        -- This transaction: the provider rollups recompute the attempt's hour.
+        xact_id = EXCLUDED.xact_id;
     -- Suppression (revision 0012): a hard bounce or a complaint puts the recipient on the
     -- list (for its workflow's policy's suppress_for, NULL: until removed); an entry that
     -- exists keeps the stronger reason (manual > complaint > hard_bounce) and the later

@@ -10,11 +10,12 @@ DECLARE
 BEGIN
     -- The owner's periodic step, every few minutes (`email-delivery maintain`, or pg_cron:
     -- SELECT * FROM email.maintain()): the audit log's partitions p_ahead into the future,
-    -- then the dashboards' rollups. What it reports is what verify and health warn about:
+    -- then the dashboards' rollups (deliveries, then providers). What it reports is what verify and health warn about:
     -- how far the partitions reach, and events that landed in the default partition.
     SELECT coalesce(array_agg(p), '{}') INTO created
     FROM email.create_event_partitions(p_ahead, p_interval) AS p;
     SELECT * INTO refreshed FROM email.refresh_delivery_rollups();
+    PERFORM FROM email.refresh_provider_rollups();
     RETURN QUERY
     SELECT created, refreshed.hours_recomputed, refreshed.hours_added, refreshed.rolled_until,
            (SELECT max(p.upper_bound) FROM email.event_partitions() AS p),
