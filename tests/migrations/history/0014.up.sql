@@ -320,22 +320,22 @@ BEGIN
                sum(u.complained)::bigint AS complained, sum(u.rejected)::bigint AS rejected
         FROM units AS u
         GROUP BY u.provider, u.workflow
-    ), send AS (
-        SELECT h.provider, h.workflow,
+    ), histograms AS (
+        -- Both histograms of every unit, by measure, merged bucket by bucket.
+        SELECT h.provider, h.workflow, h.measure,
                array_agg(h.bucket ORDER BY h.bucket) AS buckets,
                array_agg(h.n ORDER BY h.bucket) AS counts
-        FROM (SELECT u.provider, u.workflow, x.bucket, sum(x.n)::bigint AS n
-              FROM units AS u, unnest(u.send_buckets, u.send_counts) AS x(bucket, n)
-              GROUP BY u.provider, u.workflow, x.bucket) AS h
-        GROUP BY h.provider, h.workflow
-    ), delivered AS (
-        SELECT h.provider, h.workflow,
-               array_agg(h.bucket ORDER BY h.bucket) AS buckets,
-               array_agg(h.n ORDER BY h.bucket) AS counts
-        FROM (SELECT u.provider, u.workflow, x.bucket, sum(x.n)::bigint AS n
-              FROM units AS u, unnest(u.delivered_buckets, u.delivered_counts) AS x(bucket, n)
-              GROUP BY u.provider, u.workflow, x.bucket) AS h
-        GROUP BY h.provider, h.workflow
+        FROM (SELECT u.provider, u.workflow, x.measure, x.bucket, sum(x.n)::bigint AS n
+              FROM units AS u
+              CROSS JOIN LATERAL (
+                  SELECT 'send', b.bucket, b.n
+                  FROM unnest(u.send_buckets, u.send_counts) AS b(bucket, n)
+                  UNION ALL
+                  SELECT 'delivered', b.bucket, b.n
+                  FROM unnest(u.delivered_buckets, u.delivered_counts) AS b(bucket, n)
+              ) AS x(measure, bucket, n)
+              GROUP BY u.provider, u.workflow, x.measure, x.bucket) AS h
+        GROUP BY h.provider, h.workflow, h.measure
     )
     SELECT t.provider, t.workflow, t.attempts, t.accepted, t.failed, t.delivered, t.deferred,
            t.bounced, t.hard_bounced, t.complained, t.rejected,
@@ -349,8 +349,10 @@ BEGIN
            email.latency_percentile(d.buckets, d.counts, 0.5),
            email.latency_percentile(d.buckets, d.counts, 0.95)
     FROM totals AS t
-    LEFT JOIN send AS s ON s.provider = t.provider AND s.workflow = t.workflow
-    LEFT JOIN delivered AS d ON d.provider = t.provider AND d.workflow = t.workflow
+    LEFT JOIN histograms AS s
+           ON s.provider = t.provider AND s.workflow = t.workflow AND s.measure = 'send'
+    LEFT JOIN histograms AS d
+           ON d.provider = t.provider AND d.workflow = t.workflow AND d.measure = 'delivered'
     ORDER BY t.provider, t.workflow;
 END
 $$;;
@@ -408,32 +410,30 @@ AS $$
                count(*) FILTER (WHERE t.outcome = 'rejected') AS rejected
         FROM timed AS t
         GROUP BY t.hour, t.provider, t.workflow
-    ), send AS (
-        SELECT h.hour, h.provider, h.workflow,
+    ), histograms AS (
+        -- Both latencies of each attempt, by measure: one aggregate builds both histograms.
+        SELECT h.hour, h.provider, h.workflow, h.measure,
                array_agg(h.bucket ORDER BY h.bucket) AS buckets,
                array_agg(h.n ORDER BY h.bucket) AS counts
-        FROM (SELECT t.hour, t.provider, t.workflow, t.send_bucket AS bucket, count(*) AS n
-              FROM timed AS t WHERE t.send_bucket IS NOT NULL
-              GROUP BY t.hour, t.provider, t.workflow, t.send_bucket) AS h
-        GROUP BY h.hour, h.provider, h.workflow
-    ), delivered AS (
-        SELECT h.hour, h.provider, h.workflow,
-               array_agg(h.bucket ORDER BY h.bucket) AS buckets,
-               array_agg(h.n ORDER BY h.bucket) AS counts
-        FROM (SELECT t.hour, t.provider, t.workflow, t.delivered_bucket AS bucket, count(*) AS n
-              FROM timed AS t WHERE t.delivered_bucket IS NOT NULL
-              GROUP BY t.hour, t.provider, t.workflow, t.delivered_bucket) AS h
-        GROUP BY h.hour, h.provider, h.workflow
+        FROM (SELECT t.hour, t.provider, t.workflow, x.measure, x.bucket, count(*) AS n
+              FROM timed AS t
+              CROSS JOIN LATERAL (VALUES ('send', t.send_bucket),
+                                         ('delivered', t.delivered_bucket)) AS x(measure, bucket)
+              WHERE x.bucket IS NOT NULL
+              GROUP BY t.hour, t.provider, t.workflow, x.measure, x.bucket) AS h
+        GROUP BY h.hour, h.provider, h.workflow, h.measure
     )
     SELECT c.hour, c.provider, c.workflow, c.attempts, c.accepted, c.failed, c.delivered,
            c.deferred, c.bounced, c.hard_bounced, c.complained, c.rejected,
            coalesce(s.buckets, '{}'), coalesce(s.counts, '{}'),
            coalesce(d.buckets, '{}'), coalesce(d.counts, '{}')
     FROM counts AS c
-    LEFT JOIN send AS s
+    LEFT JOIN histograms AS s
            ON s.hour = c.hour AND s.provider = c.provider AND s.workflow = c.workflow
-    LEFT JOIN delivered AS d
+          AND s.measure = 'send'
+    LEFT JOIN histograms AS d
            ON d.hour = c.hour AND d.provider = c.provider AND d.workflow = c.workflow
+          AND d.measure = 'delivered'
 $$;;
 
 DO $$

@@ -51,30 +51,28 @@ AS $$
                count(*) FILTER (WHERE t.outcome = 'rejected') AS rejected
         FROM timed AS t
         GROUP BY t.hour, t.provider, t.workflow
-    ), send AS (
-        SELECT h.hour, h.provider, h.workflow,
+    ), histograms AS (
+        -- Both latencies of each attempt, by measure: one aggregate builds both histograms.
+        SELECT h.hour, h.provider, h.workflow, h.measure,
                array_agg(h.bucket ORDER BY h.bucket) AS buckets,
                array_agg(h.n ORDER BY h.bucket) AS counts
-        FROM (SELECT t.hour, t.provider, t.workflow, t.send_bucket AS bucket, count(*) AS n
-              FROM timed AS t WHERE t.send_bucket IS NOT NULL
-              GROUP BY t.hour, t.provider, t.workflow, t.send_bucket) AS h
-        GROUP BY h.hour, h.provider, h.workflow
-    ), delivered AS (
-        SELECT h.hour, h.provider, h.workflow,
-               array_agg(h.bucket ORDER BY h.bucket) AS buckets,
-               array_agg(h.n ORDER BY h.bucket) AS counts
-        FROM (SELECT t.hour, t.provider, t.workflow, t.delivered_bucket AS bucket, count(*) AS n
-              FROM timed AS t WHERE t.delivered_bucket IS NOT NULL
-              GROUP BY t.hour, t.provider, t.workflow, t.delivered_bucket) AS h
-        GROUP BY h.hour, h.provider, h.workflow
+        FROM (SELECT t.hour, t.provider, t.workflow, x.measure, x.bucket, count(*) AS n
+              FROM timed AS t
+              CROSS JOIN LATERAL (VALUES ('send', t.send_bucket),
+                                         ('delivered', t.delivered_bucket)) AS x(measure, bucket)
+              WHERE x.bucket IS NOT NULL
+              GROUP BY t.hour, t.provider, t.workflow, x.measure, x.bucket) AS h
+        GROUP BY h.hour, h.provider, h.workflow, h.measure
     )
     SELECT c.hour, c.provider, c.workflow, c.attempts, c.accepted, c.failed, c.delivered,
            c.deferred, c.bounced, c.hard_bounced, c.complained, c.rejected,
            coalesce(s.buckets, '{}'), coalesce(s.counts, '{}'),
            coalesce(d.buckets, '{}'), coalesce(d.counts, '{}')
     FROM counts AS c
-    LEFT JOIN send AS s
+    LEFT JOIN histograms AS s
            ON s.hour = c.hour AND s.provider = c.provider AND s.workflow = c.workflow
-    LEFT JOIN delivered AS d
+          AND s.measure = 'send'
+    LEFT JOIN histograms AS d
            ON d.hour = c.hour AND d.provider = c.provider AND d.workflow = c.workflow
+          AND d.measure = 'delivered'
 $$;
