@@ -35,7 +35,12 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 HERE = Path(__file__).parent
-TABLES = ("provider_rollups", "provider_rollup_state", "provider_rollup_deletions")
+TABLES = (
+    "provider_rollups",
+    "provider_rollups_daily",
+    "provider_rollup_state",
+    "provider_rollup_deletions",
+)
 XACT_ID = "(pg_current_xact_id())::text::bigint"
 XACT_ID_INDEXES = {
     "ix_delivery_attempts_xact_id": "delivery_attempts",
@@ -47,15 +52,13 @@ LATENCY_PERCENTILE = (
 )
 
 
-def _create_tables() -> None:
-    count = sa.BigInteger()
-    op.create_table(
-        "provider_rollups",
-        sa.Column("hour", sa.DateTime(timezone=True), nullable=False),
+def _counts(table: str) -> list[sa.schema.SchemaItem]:
+    """The columns and checks provider_rollups and provider_rollups_daily share."""
+    return [
         sa.Column("provider", sa.Text(), nullable=False),
         sa.Column("workflow", sa.Text(), nullable=False),
         *(
-            sa.Column(name, count, nullable=False)
+            sa.Column(name, sa.BigInteger(), nullable=False)
             for name in (
                 "attempts",
                 "accepted",
@@ -72,15 +75,24 @@ def _create_tables() -> None:
         sa.Column("send_counts", postgresql.ARRAY(sa.BigInteger()), nullable=False),
         sa.Column("delivered_buckets", postgresql.ARRAY(sa.SmallInteger()), nullable=False),
         sa.Column("delivered_counts", postgresql.ARRAY(sa.BigInteger()), nullable=False),
-        sa.CheckConstraint("attempts > 0", name=op.f("ck_provider_rollups_attempts_positive")),
+        sa.CheckConstraint("attempts > 0", name=op.f(f"ck_{table}_attempts_positive")),
         sa.CheckConstraint(
             "cardinality(send_buckets) = cardinality(send_counts) "
             "AND cardinality(delivered_buckets) = cardinality(delivered_counts)",
-            name=op.f("ck_provider_rollups_histograms_aligned"),
+            name=op.f(f"ck_{table}_histograms_aligned"),
         ),
-        sa.PrimaryKeyConstraint("hour", "provider", "workflow", name=op.f("pk_provider_rollups")),
-        schema="email",
-    )
+    ]
+
+
+def _create_tables() -> None:
+    for table, span in (("provider_rollups", "hour"), ("provider_rollups_daily", "day")):
+        op.create_table(
+            table,
+            sa.Column(span, sa.DateTime(timezone=True), nullable=False),
+            *_counts(table),
+            sa.PrimaryKeyConstraint(span, "provider", "workflow", name=op.f(f"pk_{table}")),
+            schema="email",
+        )
     op.create_table(
         "provider_rollup_state",
         sa.Column("singleton", sa.Boolean(), server_default=sa.text("true"), nullable=False),
@@ -139,6 +151,17 @@ def upgrade() -> None:
     op.replace_sql_object(
         HERE / "0014/functions/maintain.sql", previous=HERE / "0007/functions/maintain.sql"
     )
+    op.create_sql_object(HERE / "0014/functions/merge_provider_rollups.sql")
+    op.revoke_privileges(
+        privileges=["EXECUTE"],
+        target="FUNCTION email.merge_provider_rollups(p_units email.provider_rollups[], p_span interval)",
+        roles=["PUBLIC"],
+    )
+    op.grant_privileges(
+        privileges=["EXECUTE"],
+        target="FUNCTION email.merge_provider_rollups(p_units email.provider_rollups[], p_span interval)",
+        roles=["email_writer", "email_reader"],
+    )
     op.replace_sql_object(
         HERE / "0014/functions/provider_metrics.sql",
         previous=HERE / "0010/functions/provider_metrics.sql",
@@ -169,6 +192,8 @@ def upgrade() -> None:
     op.create_sql_object(HERE / "0014/policies/provider_rollup_deletions_email_writer_select.sql")
     op.create_sql_object(HERE / "0014/policies/provider_rollup_state_email_reader_select.sql")
     op.create_sql_object(HERE / "0014/policies/provider_rollup_state_email_writer_select.sql")
+    op.create_sql_object(HERE / "0014/policies/provider_rollups_daily_email_reader_select.sql")
+    op.create_sql_object(HERE / "0014/policies/provider_rollups_daily_email_writer_select.sql")
     op.create_sql_object(HERE / "0014/policies/provider_rollups_email_reader_select.sql")
     op.create_sql_object(HERE / "0014/policies/provider_rollups_email_writer_select.sql")
 
@@ -194,6 +219,8 @@ def downgrade() -> None:
     op.execute("SET LOCAL statement_timeout = '60s'")
     op.drop_sql_object(HERE / "0014/policies/provider_rollups_email_writer_select.sql")
     op.drop_sql_object(HERE / "0014/policies/provider_rollups_email_reader_select.sql")
+    op.drop_sql_object(HERE / "0014/policies/provider_rollups_daily_email_writer_select.sql")
+    op.drop_sql_object(HERE / "0014/policies/provider_rollups_daily_email_reader_select.sql")
     op.drop_sql_object(HERE / "0014/policies/provider_rollup_state_email_writer_select.sql")
     op.drop_sql_object(HERE / "0014/policies/provider_rollup_state_email_reader_select.sql")
     op.drop_sql_object(HERE / "0014/policies/provider_rollup_deletions_email_writer_select.sql")
@@ -202,6 +229,7 @@ def downgrade() -> None:
     op.drop_sql_object(HERE / "0014/functions/refresh_provider_rollups.sql")
     op.drop_sql_object(HERE / "0014/functions/record_provider_rollup_deletions.sql")
     op.drop_sql_object(HERE / "0014/functions/raw_provider_rollups.sql")
+    op.drop_sql_object(HERE / "0014/functions/merge_provider_rollups.sql")
     op.replace_sql_object(
         HERE / "0010/functions/provider_metrics.sql",
         previous=HERE / "0014/functions/provider_metrics.sql",

@@ -67,6 +67,7 @@ TABLE_PRIVILEGES: dict[str, dict[str, tuple[str, ...]]] = {
     # The provider rollups (revision 0014): written by the owner's refresh only; the worker
     # reads them through provider_metrics (provider_health), as readers do.
     "provider_rollups": {READER_ROLE: ("SELECT",), WRITER_ROLE: ("SELECT",)},
+    "provider_rollups_daily": {READER_ROLE: ("SELECT",), WRITER_ROLE: ("SELECT",)},
     "provider_rollup_state": {READER_ROLE: ("SELECT",), WRITER_ROLE: ("SELECT",)},
     "provider_rollup_deletions": {READER_ROLE: ("SELECT",), WRITER_ROLE: ("SELECT",)},
 }
@@ -169,6 +170,7 @@ FUNCTION_EXECUTE: dict[str, tuple[str, ...]] = {
     # The provider rollups (revision 0014): read inside provider_metrics (SECURITY
     # INVOKER: the caller's SELECT decides); refreshed and fed by the owner alone.
     "raw_provider_rollups": _READ_AND_WRITE,
+    "merge_provider_rollups": _READ_AND_WRITE,
     "refresh_provider_rollups": (),
     "record_provider_rollup_deletions": (),
 }

@@ -22,7 +22,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, INTERVAL
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
 from email_delivery.base import SCHEMA, Base
 
@@ -769,19 +769,12 @@ class DeliveryOutcome(Base):
     )
 
 
-class ProviderRollup(Base):
-    """The attempts reported in one UTC hour by one provider for one workflow (revision
-    0014): the provider metrics' source for closed hours (``email.provider_metrics``), kept
-    by ``email.refresh_provider_rollups()`` (run by ``maintain``), which recomputes every
-    hour whose attempts or their outcomes a transaction changed since its last run (found
-    through the ``xact_id`` of ``delivery_attempts`` and ``delivery_outcomes``) or whose
-    attempts retention removed. Counts as ``provider_metrics`` defines them; the send
-    durations and the sent-to-delivered times as latency histograms (buckets ascending, their
-    counts beside them; ``rules.LATENCY_BUCKETS_PER_DECADE`` per decade, in seconds)."""
+class ProviderCounts:
+    """What a provider rollup row holds for its span, provider and workflow: the counts
+    ``provider_metrics`` reports and two latency histograms, the send duration and the time
+    from sent to delivered (buckets ascending, their counts beside them;
+    ``rules.LATENCY_BUCKETS_PER_DECADE`` per decade, in seconds)."""
 
-    __tablename__ = "provider_rollups"
-
-    hour: Mapped[datetime] = mapped_column(primary_key=True)
     provider: Mapped[str] = mapped_column(Text, primary_key=True)
     workflow: Mapped[str] = mapped_column(Text, primary_key=True)
     attempts: Mapped[int] = mapped_column(BigInteger)
@@ -798,14 +791,41 @@ class ProviderRollup(Base):
     delivered_buckets: Mapped[list[int]] = mapped_column(ARRAY(SmallInteger))
     delivered_counts: Mapped[list[int]] = mapped_column(ARRAY(BigInteger))
 
-    __table_args__ = (
-        CheckConstraint("attempts > 0", name="attempts_positive"),
-        CheckConstraint(
-            "cardinality(send_buckets) = cardinality(send_counts) "
-            "AND cardinality(delivered_buckets) = cardinality(delivered_counts)",
-            name="histograms_aligned",
-        ),
-    )
+    @declared_attr.directive
+    @classmethod
+    def __table_args__(cls) -> tuple[CheckConstraint, ...]:
+        # A function: each table needs constraints of its own (named after it).
+        return (
+            CheckConstraint("attempts > 0", name="attempts_positive"),
+            CheckConstraint(
+                "cardinality(send_buckets) = cardinality(send_counts) "
+                "AND cardinality(delivered_buckets) = cardinality(delivered_counts)",
+                name="histograms_aligned",
+            ),
+        )
+
+
+class ProviderRollup(ProviderCounts, Base):
+    """The attempts reported in one UTC hour by one provider for one workflow (revision
+    0014): the provider metrics' source for closed hours (``email.provider_metrics``), kept
+    by ``email.refresh_provider_rollups()`` (run by ``maintain``), which recomputes every
+    hour whose attempts or their outcomes a transaction changed since its last run (found
+    through the ``xact_id`` of ``delivery_attempts`` and ``delivery_outcomes``) or whose
+    attempts retention removed."""
+
+    __tablename__ = "provider_rollups"
+
+    hour: Mapped[datetime] = mapped_column(primary_key=True, sort_order=-1)
+
+
+class ProviderRollupDaily(ProviderCounts, Base):
+    """The same per closed UTC day (revision 0014), summed from its hours by the same
+    refresh whenever one of them is written: a 30-day window reads 30 rows per provider and
+    workflow, not 720."""
+
+    __tablename__ = "provider_rollups_daily"
+
+    day: Mapped[datetime] = mapped_column(primary_key=True, sort_order=-1)
 
 
 class ProviderRollupState(Base):

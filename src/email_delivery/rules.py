@@ -285,6 +285,8 @@ LATENCY_RELATIVE_ERROR = (_GAMMA - 1) / (_GAMMA + 1)
 10**6 s): the estimate of each latency is, and an interpolation keeps the bound."""
 ROLLUP_HOUR = "interval '1 hour'"
 """The rollups' granularity: UTC hours (``date_bin`` from ``STATS_BUCKET_ORIGIN``)."""
+ROLLUP_DAY = "interval '1 day'"
+"""The provider rollups' daily tier: UTC days (``date_bin`` from ``STATS_BUCKET_ORIGIN``)."""
 
 
 def latency_bucket(seconds: float) -> int:
@@ -466,6 +468,7 @@ _RENDERERS: dict[str, Callable[[], str]] = {
     "allowed_link_parameters": lambda: _sql_list(sorted(ALLOWED_LINK_PARAMETERS)),
     "stats_bucket_origin": lambda: STATS_BUCKET_ORIGIN,
     "rollup_hour": lambda: ROLLUP_HOUR,
+    "rollup_day": lambda: ROLLUP_DAY,
     "latency_bucket": _latency_bucket_sql,
     "latency_estimate": _latency_estimate_sql,
 }

@@ -4,9 +4,9 @@ what the rows say.
 
 The reference is the metrics function as revision 0010 froze it (every attempt, exact
 ``percentile_cont``), installed beside the head one: counts and rates must be identical,
-percentiles within ``rules.LATENCY_RELATIVE_ERROR``, before the first refresh, after it,
-after outcomes and attempts the refresh has not seen yet, after deletions, and after the
-next refresh.
+percentiles within ``rules.LATENCY_RELATIVE_ERROR``, before the first refresh, after it
+(hours and whole days from the rollups), after outcomes and attempts the refresh has not
+seen yet (in closed days too), after deletions, and after the next refresh.
 """
 
 from __future__ import annotations
@@ -25,6 +25,10 @@ from tests.support.seed import superuser_dsn
 FROZEN_METRICS = Path(script_location()) / "versions/0010/functions/provider_metrics.sql"
 WINDOWS = (
     ("now() - interval '24 hours'", "now()"),
+    (
+        "date_bin('1 day', now() - interval '3 days', TIMESTAMPTZ '2000-01-01 00:00:00+00')",
+        "date_bin('1 day', now(), TIMESTAMPTZ '2000-01-01 00:00:00+00')",
+    ),
     ("now() - interval '80 hours'", "now()"),
     ("now() - interval '50 hours 17 minutes'", "now() - interval '5 hours 3 minutes'"),
     ("now() - interval '15 minutes'", "now()"),
@@ -141,6 +145,15 @@ async def test_provider_metrics_equal_the_rows_through_every_refresh_state(
     await owner_conn.fetchrow("SELECT * FROM email.maintain()")
     rolled = await owner_conn.fetchval("SELECT count(*) FROM email.provider_rollups")
     assert rolled >= 72 * 3
+    # The closed days (two or three of the 72 hours), summed from their hours.
+    days = await owner_conn.fetch(
+        "SELECT y.*, (SELECT sum(r.attempts) FROM email.provider_rollups AS r"
+        " WHERE r.hour >= y.day AND r.hour < y.day + interval '1 day'"
+        " AND r.provider = y.provider AND r.workflow = y.workflow) AS hourly"
+        " FROM email.provider_rollups_daily AS y"
+    )
+    assert len({d["day"] for d in days}) >= 2
+    assert all(d["attempts"] == d["hourly"] for d in days)
     await _compare(owner_conn)
 
     # Outcomes the refresh has not seen, for attempts of rolled hours: a late bounce

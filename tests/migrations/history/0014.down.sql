@@ -18,6 +18,10 @@ DROP POLICY provider_rollups_email_writer_select ON email.provider_rollups;
 
 DROP POLICY provider_rollups_email_reader_select ON email.provider_rollups;
 
+DROP POLICY provider_rollups_daily_email_writer_select ON email.provider_rollups_daily;
+
+DROP POLICY provider_rollups_daily_email_reader_select ON email.provider_rollups_daily;
+
 DROP POLICY provider_rollup_state_email_writer_select ON email.provider_rollup_state;
 
 DROP POLICY provider_rollup_state_email_reader_select ON email.provider_rollup_state;
@@ -33,6 +37,8 @@ DROP FUNCTION email.refresh_provider_rollups();
 DROP FUNCTION email.record_provider_rollup_deletions();
 
 DROP FUNCTION email.raw_provider_rollups(p_from timestamp with time zone, p_until timestamp with time zone, p_provider text, p_workflow text);
+
+DROP FUNCTION email.merge_provider_rollups(p_units email.provider_rollups[], p_span interval);
 
 CREATE OR REPLACE FUNCTION email.provider_metrics(p_since timestamp with time zone, p_until timestamp with time zone DEFAULT now())
 RETURNS TABLE(provider text, workflow text, attempts bigint, accepted bigint, failed bigint, delivered bigint, deferred bigint, bounced bigint, hard_bounced bigint, complained bigint, rejected bigint, delivery_rate double precision, bounce_rate double precision, complaint_rate double precision, deferral_rate double precision, failure_rate double precision, p50_send_ms double precision, p95_send_ms double precision, p50_sent_to_delivered_s double precision, p95_sent_to_delivered_s double precision)
@@ -220,5 +226,7 @@ ALTER TABLE email.delivery_outcomes DROP COLUMN xact_id;
 DROP TABLE email.provider_rollup_deletions;
 
 DROP TABLE email.provider_rollup_state;
+
+DROP TABLE email.provider_rollups_daily;
 
 DROP TABLE email.provider_rollups;

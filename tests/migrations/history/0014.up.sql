@@ -24,6 +24,28 @@ CREATE TABLE email.provider_rollups (
     CONSTRAINT ck_provider_rollups_histograms_aligned CHECK (cardinality(send_buckets) = cardinality(send_counts) AND cardinality(delivered_buckets) = cardinality(delivered_counts))
 );
 
+CREATE TABLE email.provider_rollups_daily (
+    day TIMESTAMP WITH TIME ZONE NOT NULL, 
+    provider TEXT NOT NULL, 
+    workflow TEXT NOT NULL, 
+    attempts BIGINT NOT NULL, 
+    accepted BIGINT NOT NULL, 
+    failed BIGINT NOT NULL, 
+    delivered BIGINT NOT NULL, 
+    deferred BIGINT NOT NULL, 
+    bounced BIGINT NOT NULL, 
+    hard_bounced BIGINT NOT NULL, 
+    complained BIGINT NOT NULL, 
+    rejected BIGINT NOT NULL, 
+    send_buckets SMALLINT[] NOT NULL, 
+    send_counts BIGINT[] NOT NULL, 
+    delivered_buckets SMALLINT[] NOT NULL, 
+    delivered_counts BIGINT[] NOT NULL, 
+    CONSTRAINT pk_provider_rollups_daily PRIMARY KEY (day, provider, workflow), 
+    CONSTRAINT ck_provider_rollups_daily_attempts_positive CHECK (attempts > 0), 
+    CONSTRAINT ck_provider_rollups_daily_histograms_aligned CHECK (cardinality(send_buckets) = cardinality(send_counts) AND cardinality(delivered_buckets) = cardinality(delivered_counts))
+);
+
 CREATE TABLE email.provider_rollup_state (
     singleton BOOLEAN DEFAULT true NOT NULL, 
     rolled_until TIMESTAMP WITH TIME ZONE DEFAULT '-infinity' NOT NULL, 
@@ -58,6 +80,22 @@ $$;
 GRANT SELECT ON TABLE email.provider_rollups TO "email_reader", "email_writer";
 
 ALTER TABLE email.provider_rollups ENABLE ROW LEVEL SECURITY;
+
+DO $$
+BEGIN
+    REVOKE ALL ON TABLE email.provider_rollups_daily FROM PUBLIC;
+    IF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'anon') THEN
+        REVOKE ALL ON TABLE email.provider_rollups_daily FROM "anon";
+    END IF;
+    IF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'authenticated') THEN
+        REVOKE ALL ON TABLE email.provider_rollups_daily FROM "authenticated";
+    END IF;
+END
+$$;
+
+GRANT SELECT ON TABLE email.provider_rollups_daily TO "email_reader", "email_writer";
+
+ALTER TABLE email.provider_rollups_daily ENABLE ROW LEVEL SECURITY;
 
 DO $$
 BEGIN
@@ -229,6 +267,65 @@ BEGIN
 END
 $$;;
 
+CREATE OR REPLACE FUNCTION email.merge_provider_rollups(p_units email.provider_rollups[], p_span interval)
+RETURNS SETOF email.provider_rollups
+LANGUAGE sql
+IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    -- Provider rollup rows summed per provider, workflow and p_span (each unit's hour binned
+    -- to it; a NULL span: one row per provider and workflow, its hour NULL): the counts
+    -- added, each latency histogram merged bucket by bucket. How the refresh sums hours into
+    -- days and email.provider_metrics sums a window.
+    WITH units AS (
+        SELECT date_bin(p_span, u.hour, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS span, u.*
+        FROM unnest(p_units) AS u
+    ), counts AS (
+        SELECT u.span, u.provider, u.workflow,
+               sum(u.attempts)::bigint AS attempts, sum(u.accepted)::bigint AS accepted,
+               sum(u.failed)::bigint AS failed, sum(u.delivered)::bigint AS delivered,
+               sum(u.deferred)::bigint AS deferred, sum(u.bounced)::bigint AS bounced,
+               sum(u.hard_bounced)::bigint AS hard_bounced,
+               sum(u.complained)::bigint AS complained, sum(u.rejected)::bigint AS rejected
+        FROM units AS u
+        GROUP BY u.span, u.provider, u.workflow
+    ), histograms AS (
+        SELECT h.span, h.provider, h.workflow, h.measure,
+               array_agg(h.bucket ORDER BY h.bucket) AS buckets,
+               array_agg(h.n ORDER BY h.bucket) AS counts
+        FROM (SELECT u.span, u.provider, u.workflow, x.measure, x.bucket, sum(x.n)::bigint AS n
+              FROM units AS u
+              CROSS JOIN LATERAL (
+                  SELECT 'send', b.bucket, b.n
+                  FROM unnest(u.send_buckets, u.send_counts) AS b(bucket, n)
+                  UNION ALL
+                  SELECT 'delivered', b.bucket, b.n
+                  FROM unnest(u.delivered_buckets, u.delivered_counts) AS b(bucket, n)
+              ) AS x(measure, bucket, n)
+              GROUP BY u.span, u.provider, u.workflow, x.measure, x.bucket) AS h
+        GROUP BY h.span, h.provider, h.workflow, h.measure
+    )
+    SELECT c.span, c.provider, c.workflow, c.attempts, c.accepted, c.failed, c.delivered,
+           c.deferred, c.bounced, c.hard_bounced, c.complained, c.rejected,
+           coalesce(s.buckets, '{}'), coalesce(s.counts, '{}'),
+           coalesce(d.buckets, '{}'), coalesce(d.counts, '{}')
+    FROM counts AS c
+    LEFT JOIN histograms AS s
+           ON s.span IS NOT DISTINCT FROM c.span AND s.provider = c.provider
+          AND s.workflow = c.workflow AND s.measure = 'send'
+    LEFT JOIN histograms AS d
+           ON d.span IS NOT DISTINCT FROM c.span AND d.provider = c.provider
+          AND d.workflow = c.workflow AND d.measure = 'delivered'
+$$;;
+
+DO $$
+BEGIN
+    REVOKE EXECUTE ON FUNCTION email.merge_provider_rollups(p_units email.provider_rollups[], p_span interval) FROM PUBLIC;
+END
+$$;
+
+GRANT EXECUTE ON FUNCTION email.merge_provider_rollups(p_units email.provider_rollups[], p_span interval) TO "email_writer", "email_reader";
+
 CREATE OR REPLACE FUNCTION email.provider_metrics(p_since timestamp with time zone, p_until timestamp with time zone DEFAULT now())
 RETURNS TABLE(provider text, workflow text, attempts bigint, accepted bigint, failed bigint, delivered bigint, deferred bigint, bounced bigint, hard_bounced bigint, complained bigint, rejected bigint, delivery_rate double precision, bounce_rate double precision, complaint_rate double precision, deferral_rate double precision, failure_rate double precision, p50_send_ms double precision, p95_send_ms double precision, p50_sent_to_delivered_s double precision, p95_sent_to_delivered_s double precision)
 LANGUAGE plpgsql
@@ -242,6 +339,9 @@ DECLARE
     -- [low, high): the whole hours inside the window that the rollups may answer.
     low timestamp with time zone;
     high timestamp with time zone;
+    -- [day_low, day_high): the whole days inside [low, high) the daily tier answers.
+    day_low timestamp with time zone;
+    day_high timestamp with time zone;
 BEGIN
     -- Per provider and workflow, the attempts reported with a provider in [since, until)
     -- (email.delivery_attempts, by reported_at): how many it accepted (sent) or failed, what
@@ -250,10 +350,12 @@ BEGIN
     -- accepted attempts (failure_rate: of all attempts); NULL when there are none. What a
     -- worker orders its providers by (tracker.provider_health) and the dashboards show;
     -- SECURITY INVOKER: the caller's own SELECT on the tables decides.
-    -- Whole hours come from email.provider_rollups unless a transaction the last refresh
-    -- did not see changed them; the rest (the window's edges, the open hour, changed hours)
-    -- from the attempts, summed the same way (email.raw_provider_rollups). Counts are exact;
-    -- percentiles come from the latency histograms (within rules.LATENCY_RELATIVE_ERROR).
+    -- Whole days come from email.provider_rollups_daily and the other whole hours from
+    -- email.provider_rollups, unless a transaction the last refresh did not see changed
+    -- them (then that day's hours, and the changed hour from the attempts); the rest (the
+    -- window's edges, the open hour) from the attempts, summed the same way
+    -- (email.raw_provider_rollups). Counts are exact; percentiles come from the latency
+    -- histograms (within rules.LATENCY_RELATIVE_ERROR).
     IF p_since IS NULL THEN
         RAISE EXCEPTION 'since is required' USING ERRCODE = '22023', COLUMN = 'since';
     END IF;
@@ -277,6 +379,11 @@ BEGIN
         low := p_until;
         high := low;
     END IF;
+    day_low := date_bin(interval '1 day', low, TIMESTAMPTZ '2000-01-01 00:00:00+00');
+    IF day_low < low THEN
+        day_low := day_low + interval '1 day';
+    END IF;
+    day_high := greatest(day_low, date_bin(interval '1 day', high, TIMESTAMPTZ '2000-01-01 00:00:00+00'));
     RETURN QUERY
     WITH touched AS MATERIALIZED (
         SELECT date_bin(interval '1 hour', a.reported_at, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS hour, a.provider, a.workflow
@@ -293,6 +400,10 @@ BEGIN
         UNION
         SELECT x.hour, x.provider, x.workflow FROM email.provider_rollup_deletions AS x
         WHERE high > low AND x.hour >= low AND x.hour < high
+    ), touched_days AS MATERIALIZED (
+        SELECT DISTINCT date_bin(interval '1 day', t.hour, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS day, t.provider, t.workflow
+        FROM touched AS t
+        WHERE t.hour >= day_low AND t.hour < day_high
     ), units AS (
         SELECT raw.* FROM email.raw_provider_rollups(p_since, low) AS raw
         UNION ALL
@@ -303,39 +414,29 @@ BEGIN
         CROSS JOIN LATERAL email.raw_provider_rollups(
             t.hour, t.hour + interval '1 hour', t.provider, t.workflow) AS raw
         UNION ALL
-        SELECT r.hour, r.provider, r.workflow, r.attempts, r.accepted, r.failed, r.delivered,
-               r.deferred, r.bounced, r.hard_bounced, r.complained, r.rejected,
-               r.send_buckets, r.send_counts, r.delivered_buckets, r.delivered_counts
-        FROM email.provider_rollups AS r
-        WHERE r.hour >= low AND r.hour < high
+        -- The whole hours outside the whole days, and the hours of a day that changed.
+        SELECT r.* FROM email.provider_rollups AS r
+        WHERE ((r.hour >= low AND r.hour < day_low) OR (r.hour >= day_high AND r.hour < high))
           AND NOT EXISTS (SELECT FROM touched AS t
                           WHERE t.hour = r.hour AND t.provider = r.provider
                             AND t.workflow = r.workflow)
+        UNION ALL
+        SELECT r.* FROM touched_days AS c
+        JOIN email.provider_rollups AS r
+          ON r.hour >= c.day AND r.hour < c.day + interval '1 day'
+         AND r.provider = c.provider AND r.workflow = c.workflow
+        WHERE NOT EXISTS (SELECT FROM touched AS t
+                          WHERE t.hour = r.hour AND t.provider = r.provider
+                            AND t.workflow = r.workflow)
+        UNION ALL
+        SELECT y.* FROM email.provider_rollups_daily AS y
+        WHERE y.day >= day_low AND y.day < day_high
+          AND NOT EXISTS (SELECT FROM touched_days AS c
+                          WHERE c.day = y.day AND c.provider = y.provider
+                            AND c.workflow = y.workflow)
     ), totals AS (
-        SELECT u.provider, u.workflow,
-               sum(u.attempts)::bigint AS attempts, sum(u.accepted)::bigint AS accepted,
-               sum(u.failed)::bigint AS failed, sum(u.delivered)::bigint AS delivered,
-               sum(u.deferred)::bigint AS deferred, sum(u.bounced)::bigint AS bounced,
-               sum(u.hard_bounced)::bigint AS hard_bounced,
-               sum(u.complained)::bigint AS complained, sum(u.rejected)::bigint AS rejected
-        FROM units AS u
-        GROUP BY u.provider, u.workflow
-    ), histograms AS (
-        -- Both histograms of every unit, by measure, merged bucket by bucket.
-        SELECT h.provider, h.workflow, h.measure,
-               array_agg(h.bucket ORDER BY h.bucket) AS buckets,
-               array_agg(h.n ORDER BY h.bucket) AS counts
-        FROM (SELECT u.provider, u.workflow, x.measure, x.bucket, sum(x.n)::bigint AS n
-              FROM units AS u
-              CROSS JOIN LATERAL (
-                  SELECT 'send', b.bucket, b.n
-                  FROM unnest(u.send_buckets, u.send_counts) AS b(bucket, n)
-                  UNION ALL
-                  SELECT 'delivered', b.bucket, b.n
-                  FROM unnest(u.delivered_buckets, u.delivered_counts) AS b(bucket, n)
-              ) AS x(measure, bucket, n)
-              GROUP BY u.provider, u.workflow, x.measure, x.bucket) AS h
-        GROUP BY h.provider, h.workflow, h.measure
+        SELECT m.* FROM email.merge_provider_rollups(
+            (SELECT array_agg(ROW(u.*)::email.provider_rollups) FROM units AS u), NULL) AS m
     )
     SELECT t.provider, t.workflow, t.attempts, t.accepted, t.failed, t.delivered, t.deferred,
            t.bounced, t.hard_bounced, t.complained, t.rejected,
@@ -344,15 +445,11 @@ BEGIN
            t.complained::double precision / nullif(t.accepted, 0),
            t.deferred::double precision / nullif(t.accepted, 0),
            t.failed::double precision / t.attempts,
-           1000 * email.latency_percentile(s.buckets, s.counts, 0.5),
-           1000 * email.latency_percentile(s.buckets, s.counts, 0.95),
-           email.latency_percentile(d.buckets, d.counts, 0.5),
-           email.latency_percentile(d.buckets, d.counts, 0.95)
+           1000 * email.latency_percentile(t.send_buckets, t.send_counts, 0.5),
+           1000 * email.latency_percentile(t.send_buckets, t.send_counts, 0.95),
+           email.latency_percentile(t.delivered_buckets, t.delivered_counts, 0.5),
+           email.latency_percentile(t.delivered_buckets, t.delivered_counts, 0.95)
     FROM totals AS t
-    LEFT JOIN histograms AS s
-           ON s.provider = t.provider AND s.workflow = t.workflow AND s.measure = 'send'
-    LEFT JOIN histograms AS d
-           ON d.provider = t.provider AND d.workflow = t.workflow AND d.measure = 'delivered'
     ORDER BY t.provider, t.workflow;
 END
 $$;;
@@ -486,13 +583,15 @@ DECLARE
     dirty_hours timestamp with time zone[] := '{}';
     dirty_providers text[] := '{}';
     dirty_workflows text[] := '{}';
+    dirty_days timestamp with time zone[];
     new_hours integer;
 BEGIN
     -- The owner's maintenance (maintain, or pg_cron), as email.refresh_delivery_rollups
     -- for the delivery rollups: recompute every rolled (hour, provider, workflow) whose
     -- attempts, or their deliveries' outcomes, a transaction changed since the last run,
-    -- or whose attempts retention removed; then roll up the hours that closed. Several runs
-    -- at once wait for each other on the state row.
+    -- or whose attempts retention removed; then roll up the hours that closed, and sum the
+    -- closed days those hours belong to. Several runs at once wait for each other on the
+    -- state row.
     SELECT s.rolled_until, s.xact_watermark INTO state
     FROM email.provider_rollup_state AS s FOR UPDATE;
     IF NOT FOUND THEN
@@ -543,6 +642,22 @@ BEGIN
     )
     SELECT count(DISTINCT w.hour) FILTER (WHERE w.hour >= state.rolled_until) INTO new_hours
     FROM written AS w;
+    -- The daily tier: every closed day that holds a recomputed hour, and every day that
+    -- closed since the last run, summed anew from its hours.
+    SELECT coalesce(array_agg(DISTINCT d.day), '{}') INTO dirty_days
+    FROM (SELECT date_bin(interval '1 day', h.hour, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS day
+          FROM unnest(dirty_hours) AS h(hour)
+          UNION ALL
+          SELECT date_bin(interval '1 day', r.hour, TIMESTAMPTZ '2000-01-01 00:00:00+00')
+          FROM email.provider_rollups AS r
+          WHERE r.hour >= date_bin(interval '1 day', state.rolled_until, TIMESTAMPTZ '2000-01-01 00:00:00+00')) AS d
+    WHERE d.day < date_bin(interval '1 day', greatest(state.rolled_until, target), TIMESTAMPTZ '2000-01-01 00:00:00+00');
+    DELETE FROM email.provider_rollups_daily AS y WHERE y.day = ANY (dirty_days);
+    INSERT INTO email.provider_rollups_daily
+    SELECT m.* FROM email.merge_provider_rollups(
+        (SELECT array_agg(r) FROM unnest(dirty_days) AS d(day)
+         JOIN email.provider_rollups AS r ON r.hour >= d.day AND r.hour < d.day + interval '1 day'),
+        interval '1 day') AS m;
     DELETE FROM email.provider_rollup_deletions AS x WHERE x.xact_id < horizon;
     UPDATE email.provider_rollup_state AS s
     SET xact_watermark = greatest(s.xact_watermark, horizon),
@@ -575,6 +690,12 @@ CREATE POLICY provider_rollup_state_email_reader_select ON email.provider_rollup
     AS PERMISSIVE FOR SELECT TO email_reader USING (true);;
 
 CREATE POLICY provider_rollup_state_email_writer_select ON email.provider_rollup_state
+    AS PERMISSIVE FOR SELECT TO email_writer USING (true);;
+
+CREATE POLICY provider_rollups_daily_email_reader_select ON email.provider_rollups_daily
+    AS PERMISSIVE FOR SELECT TO email_reader USING (true);;
+
+CREATE POLICY provider_rollups_daily_email_writer_select ON email.provider_rollups_daily
     AS PERMISSIVE FOR SELECT TO email_writer USING (true);;
 
 CREATE POLICY provider_rollups_email_reader_select ON email.provider_rollups

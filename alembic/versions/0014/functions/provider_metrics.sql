@@ -11,6 +11,9 @@ DECLARE
     -- [low, high): the whole hours inside the window that the rollups may answer.
     low timestamp with time zone;
     high timestamp with time zone;
+    -- [day_low, day_high): the whole days inside [low, high) the daily tier answers.
+    day_low timestamp with time zone;
+    day_high timestamp with time zone;
 BEGIN
     -- Per provider and workflow, the attempts reported with a provider in [since, until)
     -- (email.delivery_attempts, by reported_at): how many it accepted (sent) or failed, what
@@ -19,10 +22,12 @@ BEGIN
     -- accepted attempts (failure_rate: of all attempts); NULL when there are none. What a
     -- worker orders its providers by (tracker.provider_health) and the dashboards show;
     -- SECURITY INVOKER: the caller's own SELECT on the tables decides.
-    -- Whole hours come from email.provider_rollups unless a transaction the last refresh
-    -- did not see changed them; the rest (the window's edges, the open hour, changed hours)
-    -- from the attempts, summed the same way (email.raw_provider_rollups). Counts are exact;
-    -- percentiles come from the latency histograms (within rules.LATENCY_RELATIVE_ERROR).
+    -- Whole days come from email.provider_rollups_daily and the other whole hours from
+    -- email.provider_rollups, unless a transaction the last refresh did not see changed
+    -- them (then that day's hours, and the changed hour from the attempts); the rest (the
+    -- window's edges, the open hour) from the attempts, summed the same way
+    -- (email.raw_provider_rollups). Counts are exact; percentiles come from the latency
+    -- histograms (within rules.LATENCY_RELATIVE_ERROR).
     IF p_since IS NULL THEN
         RAISE EXCEPTION 'since is required' USING ERRCODE = '22023', COLUMN = 'since';
     END IF;
@@ -46,6 +51,11 @@ BEGIN
         low := p_until;
         high := low;
     END IF;
+    day_low := date_bin(interval '1 day', low, TIMESTAMPTZ '2000-01-01 00:00:00+00');
+    IF day_low < low THEN
+        day_low := day_low + interval '1 day';
+    END IF;
+    day_high := greatest(day_low, date_bin(interval '1 day', high, TIMESTAMPTZ '2000-01-01 00:00:00+00'));
     RETURN QUERY
     WITH touched AS MATERIALIZED (
         SELECT date_bin(interval '1 hour', a.reported_at, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS hour, a.provider, a.workflow
@@ -62,6 +72,10 @@ BEGIN
         UNION
         SELECT x.hour, x.provider, x.workflow FROM email.provider_rollup_deletions AS x
         WHERE high > low AND x.hour >= low AND x.hour < high
+    ), touched_days AS MATERIALIZED (
+        SELECT DISTINCT date_bin(interval '1 day', t.hour, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS day, t.provider, t.workflow
+        FROM touched AS t
+        WHERE t.hour >= day_low AND t.hour < day_high
     ), units AS (
         SELECT raw.* FROM email.raw_provider_rollups(p_since, low) AS raw
         UNION ALL
@@ -72,39 +86,29 @@ BEGIN
         CROSS JOIN LATERAL email.raw_provider_rollups(
             t.hour, t.hour + interval '1 hour', t.provider, t.workflow) AS raw
         UNION ALL
-        SELECT r.hour, r.provider, r.workflow, r.attempts, r.accepted, r.failed, r.delivered,
-               r.deferred, r.bounced, r.hard_bounced, r.complained, r.rejected,
-               r.send_buckets, r.send_counts, r.delivered_buckets, r.delivered_counts
-        FROM email.provider_rollups AS r
-        WHERE r.hour >= low AND r.hour < high
+        -- The whole hours outside the whole days, and the hours of a day that changed.
+        SELECT r.* FROM email.provider_rollups AS r
+        WHERE ((r.hour >= low AND r.hour < day_low) OR (r.hour >= day_high AND r.hour < high))
           AND NOT EXISTS (SELECT FROM touched AS t
                           WHERE t.hour = r.hour AND t.provider = r.provider
                             AND t.workflow = r.workflow)
+        UNION ALL
+        SELECT r.* FROM touched_days AS c
+        JOIN email.provider_rollups AS r
+          ON r.hour >= c.day AND r.hour < c.day + interval '1 day'
+         AND r.provider = c.provider AND r.workflow = c.workflow
+        WHERE NOT EXISTS (SELECT FROM touched AS t
+                          WHERE t.hour = r.hour AND t.provider = r.provider
+                            AND t.workflow = r.workflow)
+        UNION ALL
+        SELECT y.* FROM email.provider_rollups_daily AS y
+        WHERE y.day >= day_low AND y.day < day_high
+          AND NOT EXISTS (SELECT FROM touched_days AS c
+                          WHERE c.day = y.day AND c.provider = y.provider
+                            AND c.workflow = y.workflow)
     ), totals AS (
-        SELECT u.provider, u.workflow,
-               sum(u.attempts)::bigint AS attempts, sum(u.accepted)::bigint AS accepted,
-               sum(u.failed)::bigint AS failed, sum(u.delivered)::bigint AS delivered,
-               sum(u.deferred)::bigint AS deferred, sum(u.bounced)::bigint AS bounced,
-               sum(u.hard_bounced)::bigint AS hard_bounced,
-               sum(u.complained)::bigint AS complained, sum(u.rejected)::bigint AS rejected
-        FROM units AS u
-        GROUP BY u.provider, u.workflow
-    ), histograms AS (
-        -- Both histograms of every unit, by measure, merged bucket by bucket.
-        SELECT h.provider, h.workflow, h.measure,
-               array_agg(h.bucket ORDER BY h.bucket) AS buckets,
-               array_agg(h.n ORDER BY h.bucket) AS counts
-        FROM (SELECT u.provider, u.workflow, x.measure, x.bucket, sum(x.n)::bigint AS n
-              FROM units AS u
-              CROSS JOIN LATERAL (
-                  SELECT 'send', b.bucket, b.n
-                  FROM unnest(u.send_buckets, u.send_counts) AS b(bucket, n)
-                  UNION ALL
-                  SELECT 'delivered', b.bucket, b.n
-                  FROM unnest(u.delivered_buckets, u.delivered_counts) AS b(bucket, n)
-              ) AS x(measure, bucket, n)
-              GROUP BY u.provider, u.workflow, x.measure, x.bucket) AS h
-        GROUP BY h.provider, h.workflow, h.measure
+        SELECT m.* FROM email.merge_provider_rollups(
+            (SELECT array_agg(ROW(u.*)::email.provider_rollups) FROM units AS u), NULL) AS m
     )
     SELECT t.provider, t.workflow, t.attempts, t.accepted, t.failed, t.delivered, t.deferred,
            t.bounced, t.hard_bounced, t.complained, t.rejected,
@@ -113,15 +117,11 @@ BEGIN
            t.complained::double precision / nullif(t.accepted, 0),
            t.deferred::double precision / nullif(t.accepted, 0),
            t.failed::double precision / t.attempts,
-           1000 * email.latency_percentile(s.buckets, s.counts, 0.5),
-           1000 * email.latency_percentile(s.buckets, s.counts, 0.95),
-           email.latency_percentile(d.buckets, d.counts, 0.5),
-           email.latency_percentile(d.buckets, d.counts, 0.95)
+           1000 * email.latency_percentile(t.send_buckets, t.send_counts, 0.5),
+           1000 * email.latency_percentile(t.send_buckets, t.send_counts, 0.95),
+           email.latency_percentile(t.delivered_buckets, t.delivered_counts, 0.5),
+           email.latency_percentile(t.delivered_buckets, t.delivered_counts, 0.95)
     FROM totals AS t
-    LEFT JOIN histograms AS s
-           ON s.provider = t.provider AND s.workflow = t.workflow AND s.measure = 'send'
-    LEFT JOIN histograms AS d
-           ON d.provider = t.provider AND d.workflow = t.workflow AND d.measure = 'delivered'
     ORDER BY t.provider, t.workflow;
 END
 $$;

@@ -14,13 +14,15 @@ DECLARE
     dirty_hours timestamp with time zone[] := '{}';
     dirty_providers text[] := '{}';
     dirty_workflows text[] := '{}';
+    dirty_days timestamp with time zone[];
     new_hours integer;
 BEGIN
     -- The owner's maintenance (maintain, or pg_cron), as email.refresh_delivery_rollups
     -- for the delivery rollups: recompute every rolled (hour, provider, workflow) whose
     -- attempts, or their deliveries' outcomes, a transaction changed since the last run,
-    -- or whose attempts retention removed; then roll up the hours that closed. Several runs
-    -- at once wait for each other on the state row.
+    -- or whose attempts retention removed; then roll up the hours that closed, and sum the
+    -- closed days those hours belong to. Several runs at once wait for each other on the
+    -- state row.
     SELECT s.rolled_until, s.xact_watermark INTO state
     FROM email.provider_rollup_state AS s FOR UPDATE;
     IF NOT FOUND THEN
@@ -71,6 +73,22 @@ BEGIN
     )
     SELECT count(DISTINCT w.hour) FILTER (WHERE w.hour >= state.rolled_until) INTO new_hours
     FROM written AS w;
+    -- The daily tier: every closed day that holds a recomputed hour, and every day that
+    -- closed since the last run, summed anew from its hours.
+    SELECT coalesce(array_agg(DISTINCT d.day), '{}') INTO dirty_days
+    FROM (SELECT date_bin(interval '1 day', h.hour, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS day
+          FROM unnest(dirty_hours) AS h(hour)
+          UNION ALL
+          SELECT date_bin(interval '1 day', r.hour, TIMESTAMPTZ '2000-01-01 00:00:00+00')
+          FROM email.provider_rollups AS r
+          WHERE r.hour >= date_bin(interval '1 day', state.rolled_until, TIMESTAMPTZ '2000-01-01 00:00:00+00')) AS d
+    WHERE d.day < date_bin(interval '1 day', greatest(state.rolled_until, target), TIMESTAMPTZ '2000-01-01 00:00:00+00');
+    DELETE FROM email.provider_rollups_daily AS y WHERE y.day = ANY (dirty_days);
+    INSERT INTO email.provider_rollups_daily
+    SELECT m.* FROM email.merge_provider_rollups(
+        (SELECT array_agg(r) FROM unnest(dirty_days) AS d(day)
+         JOIN email.provider_rollups AS r ON r.hour >= d.day AND r.hour < d.day + interval '1 day'),
+        interval '1 day') AS m;
     DELETE FROM email.provider_rollup_deletions AS x WHERE x.xact_id < horizon;
     UPDATE email.provider_rollup_state AS s
     SET xact_watermark = greatest(s.xact_watermark, horizon),

@@ -1,0 +1,2 @@
+CREATE POLICY provider_rollups_daily_email_writer_select ON email.provider_rollups_daily
+    AS PERMISSIVE FOR SELECT TO email_writer USING (true);
