@@ -141,6 +141,8 @@ FUNCTION_EXECUTE: dict[str, tuple[str, ...]] = {
     "create_event_partitions": (),
     "drop_expired_event_partitions": (),
     "purge_delivery_events": (),
+    # The deliveries' children keep their reference without a foreign key (revision 0014).
+    "check_delivery_reference": (),
     "refresh_delivery_rollups": (),
     "maintain": (),
     # Worker policy (revision 0008): read by the lifecycle functions as the owner.

@@ -154,6 +154,16 @@ class Delivery(Base):
     )
 
 
+DELIVERY_REFERENCES = ("delivery_attempts", "delivery_outcomes", "outcome_events")
+"""The tables whose ``delivery_id`` names a delivery. Until revision 0014 each had a foreign key
+with ON DELETE CASCADE; a cascade fires one query per deleted delivery and table, the largest
+part of retention's cost per delivery. Since then the triggers ``<table>_reference_insert`` /
+``<table>_reference_update`` (``email.check_delivery_reference``, set-based, locking the
+deliveries FOR KEY SHARE as the key's check did) keep every ``delivery_id`` pointing at a
+delivery, and ``email.purge_delivery_events`` deletes these rows with their delivery, once per
+statement."""
+
+
 EVENT_PARTITION_PREFIX = "delivery_events_"
 """The partitions of ``delivery_events`` are named ``delivery_events_p<YYYYMMDD>`` (a range),
 ``delivery_events_default`` and ``delivery_events_legacy`` (the table as it was before
@@ -604,9 +614,9 @@ class DeliveryAttempt(Base):
 
     __tablename__ = "delivery_attempts"
 
-    delivery_id: Mapped[str] = mapped_column(
-        Text, ForeignKey(f"{SCHEMA}.deliveries.delivery_id", ondelete="CASCADE"), primary_key=True
-    )
+    delivery_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    """The delivery (no foreign key since revision 0014: ``email.check_delivery_reference`` checks
+    it, and the purge trigger deletes these rows with their delivery; see ``DELIVERY_REFERENCES``)."""
     attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
     result: Mapped[str] = mapped_column(Text, primary_key=True)
     """``sent`` or ``failed``: which report carried the facts."""
@@ -671,10 +681,9 @@ class OutcomeEvent(Base):
     provider_message_id: Mapped[str | None] = mapped_column(Text)
     echoed_delivery_id: Mapped[str | None] = mapped_column(Text)
     """The delivery id the provider echoed back (header or custom variable), if any."""
-    delivery_id: Mapped[str | None] = mapped_column(
-        Text, ForeignKey(f"{SCHEMA}.deliveries.delivery_id", ondelete="CASCADE")
-    )
-    """The matched delivery; NULL until matched."""
+    delivery_id: Mapped[str | None] = mapped_column(Text)
+    """The matched delivery; NULL until matched. No foreign key since revision 0014 (see
+    ``DELIVERY_REFERENCES``)."""
     recipient: Mapped[str | None] = mapped_column(Text)
     reason: Mapped[str | None] = mapped_column(Text)
     smtp_code: Mapped[int | None] = mapped_column(Integer)
@@ -741,9 +750,9 @@ class DeliveryOutcome(Base):
 
     __tablename__ = "delivery_outcomes"
 
-    delivery_id: Mapped[str] = mapped_column(
-        Text, ForeignKey(f"{SCHEMA}.deliveries.delivery_id", ondelete="CASCADE"), primary_key=True
-    )
+    delivery_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    """The delivery (no foreign key since revision 0014: ``email.check_delivery_reference`` checks
+    it, and the purge trigger deletes these rows with their delivery; see ``DELIVERY_REFERENCES``)."""
     workflow: Mapped[str] = mapped_column(Text)
     outcome: Mapped[str] = mapped_column(Text)
     permanent: Mapped[bool | None] = mapped_column(Boolean)

@@ -11,7 +11,9 @@
 coalesce(d.sent_at, d.last_attempted_at, d.queued_at)
 
 -- name: batch
-SELECT d.delivery_id, d.queued_at
+-- ctid: the action finds each locked row by its address, without a second descent of the
+-- primary key (a row locked here cannot move before the statement ends).
+SELECT d.ctid, d.delivery_id, d.queued_at
 FROM email.deliveries d
 WHERE d.status = CAST(:status AS email.delivery_status) AND d.queued_at < :cutoff
   AND d.status IN /*{terminal_statuses}*/('sent', 'failed', 'dead_letter', 'suppressed')/*{end}*/
@@ -36,12 +38,13 @@ SELECT (SELECT count(*) FROM batch) AS scanned,
 
 -- name: prune_batch
 -- Delete one batch of finished deliveries; the statement-level trigger
--- deliveries_purge_events deletes their events (counted in purged_events).
+-- deliveries_purge_events deletes their events (counted in purged_events), attempts and
+-- outcomes.
 WITH batch AS (/*{block:batch}*/),
 changed_rows AS (
     DELETE FROM email.deliveries d
     USING batch
-    WHERE d.delivery_id = batch.delivery_id
+    WHERE d.ctid = batch.ctid
       AND d.status = CAST(:status AS email.delivery_status)
       AND /*{block:finished_at}*/ < :cutoff
     RETURNING d.delivery_id
