@@ -615,8 +615,8 @@ class DeliveryAttempt(Base):
     __tablename__ = "delivery_attempts"
 
     delivery_id: Mapped[str] = mapped_column(Text, primary_key=True)
-    """The delivery (no foreign key since revision 0014: ``email.check_delivery_reference`` checks
-    it, and the purge trigger deletes these rows with their delivery; see ``DELIVERY_REFERENCES``)."""
+    """The delivery. No foreign key since revision 0014: ``email.check_delivery_reference``
+    checks it, the purge trigger deletes these rows with it (``DELIVERY_REFERENCES``)."""
     attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
     result: Mapped[str] = mapped_column(Text, primary_key=True)
     """``sent`` or ``failed``: which report carried the facts."""
@@ -751,8 +751,8 @@ class DeliveryOutcome(Base):
     __tablename__ = "delivery_outcomes"
 
     delivery_id: Mapped[str] = mapped_column(Text, primary_key=True)
-    """The delivery (no foreign key since revision 0014: ``email.check_delivery_reference`` checks
-    it, and the purge trigger deletes these rows with their delivery; see ``DELIVERY_REFERENCES``)."""
+    """The delivery. No foreign key since revision 0014: ``email.check_delivery_reference``
+    checks it, the purge trigger deletes these rows with it (``DELIVERY_REFERENCES``)."""
     workflow: Mapped[str] = mapped_column(Text)
     outcome: Mapped[str] = mapped_column(Text)
     permanent: Mapped[bool | None] = mapped_column(Boolean)

@@ -255,7 +255,12 @@ def recipient_deliveries(
         raise InvalidInput("limit", f"must be between 1 and {_MAX_PAGE}")
     query = (
         select(Delivery.__table__, _O.outcome)
-        .select_from(Delivery.__table__.outerjoin(DeliveryOutcome.__table__))
+        .select_from(
+            Delivery.__table__.outerjoin(
+                DeliveryOutcome.__table__,
+                Delivery.delivery_id == DeliveryOutcome.delivery_id,
+            )
+        )
         .where(_D.recipient == normalize_recipient(recipient))
     )
     if after is not None:
@@ -422,7 +427,11 @@ def _outcome_counts(
             func.count().filter(_O.outcome == "bounced").label("bounced"),
             func.count().filter(_O.outcome == "complained").label("complained"),
         )
-        .select_from(Delivery.__table__.join(DeliveryOutcome.__table__))
+        .select_from(
+            Delivery.__table__.join(
+                DeliveryOutcome.__table__, Delivery.delivery_id == DeliveryOutcome.delivery_id
+            )
+        )
         .where(
             _status_is(_D.status, DeliveryStatus.SENT),
             _D.queued_at >= bindparam("outcome_since", since, type_=DateTime(timezone=True)),
