@@ -1,5 +1,5 @@
 """The deliveries' children (``models.DELIVERY_REFERENCES``: delivery_attempts,
-delivery_outcomes, outcome_events) without foreign keys (revision 0014): a cascade fired one
+delivery_outcomes, outcome_events) without foreign keys (revision 0015): a cascade fired one
 query per deleted delivery and table, most of retention's cost. The guarantees stay both
 ways: a child names an existing delivery (``email.check_delivery_reference``, which locks
 the deliveries FOR KEY SHARE as the key's check did), and purging a delivery removes its

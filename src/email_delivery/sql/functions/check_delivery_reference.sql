@@ -9,7 +9,7 @@ DECLARE
     found bigint;
     missing text;
 BEGIN
-    -- The children's half of the foreign keys to email.deliveries that revision 0014
+    -- The children's half of the foreign keys to email.deliveries that revision 0015
     -- replaced (delivery_attempts, delivery_outcomes, outcome_events): every delivery_id
     -- written must name a delivery. As the foreign key's check does, the deliveries are
     -- locked FOR KEY SHARE (in key order): a delivery being deleted is waited for and then

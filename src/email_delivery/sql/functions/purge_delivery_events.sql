@@ -14,7 +14,7 @@ DECLARE
 BEGIN
     -- A purged delivery's events, attempts and outcomes go with it (the seed's ON DELETE
     -- CASCADE), set-based, once per statement: no foreign key fires a query per deleted
-    -- delivery (revision 0014; email.check_delivery_reference keeps the children's side).
+    -- delivery (revision 0015; email.check_delivery_reference keeps the children's side).
     -- Each event is stamped with its delivery's created_at (insert) or updated_at (change),
     -- so only the partitions of the purged deliveries' span are searched: retention's old
     -- deliveries touch old partitions only, and those it already dropped whole not at all.

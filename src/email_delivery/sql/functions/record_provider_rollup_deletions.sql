@@ -5,8 +5,9 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    -- Attempts go only with their delivery (retention, or the owner's DELETE; the foreign
-    -- key's cascade fires this once per statement, with every cascaded row). A deletion
+    -- Attempts go only with their delivery (retention, or the owner's DELETE; the purge
+    -- trigger email.purge_delivery_events deletes them once per statement, so this fires
+    -- once per statement, with every purged delivery's attempts). A deletion
     -- writes no xact_id anywhere, so the provider hours it changed are recorded for the
     -- provider rollups' next refresh (and read from the attempts until then).
     INSERT INTO email.provider_rollup_deletions (hour, provider, workflow)
