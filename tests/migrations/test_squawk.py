@@ -166,6 +166,18 @@ IGNORED: dict[str, dict[str, str]] = {
             "(a failure rolls it back whole)"
         ),
     },
+    "0015": {
+        "ban-drop-constraint": (
+            "the foreign keys of delivery_attempts, delivery_outcomes and outcome_events give "
+            "way to the set-based reference check and purge triggers created before them in "
+            "the same transaction (same guarantee both ways, one query per statement instead "
+            "of one per deleted delivery)"
+        ),
+        "prefer-robust-stmts": (
+            "the constraints are dropped inside the revision's transaction (a failure rolls "
+            "it back whole, triggers included)"
+        ),
+    },
 }
 """Per revision: squawk rules it may break, each with the reason it is safe."""
 
