@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -47,14 +48,18 @@ DEFAULT_LEASE = timedelta(seconds=60)
 DEFAULT_BATCH = 100
 DEFAULT_CONCURRENCY = 16
 MAX_EXCERPT = 1024
+RECORD_EVERY = 0.1
+"""Seconds: the results of a batch answered so far are recorded together at this pace, so
+a slow receiver delays the record of the others by at most this."""
 MAX_FAN_OUT_PAGES = 20
 """Pages built per tick before sending, so a backlog never starves the sending."""
 
 _CLAIM = text(
     """
     WITH due AS (
-        SELECT m.id FROM email.webhook_messages AS m
+        SELECT m.id, e.url, s.secret FROM email.webhook_messages AS m
         JOIN email.webhook_endpoints AS e ON e.id = m.endpoint_id AND e.enabled
+        JOIN email.webhook_secrets AS s ON s.endpoint_id = e.id
         WHERE m.state = 'pending' AND m.next_attempt_at <= now()
         ORDER BY m.next_attempt_at, m.id
         LIMIT :limit
@@ -63,26 +68,42 @@ _CLAIM = text(
     UPDATE email.webhook_messages AS m
     SET attempts = m.attempts + 1, next_attempt_at = now() + CAST(:lease AS interval)
     FROM due WHERE m.id = due.id
-    RETURNING m.id, m.endpoint_id, m.message_id, m.body, m.attempts
+    RETURNING m.id, m.endpoint_id, m.message_id, m.body, m.attempts, due.url, due.secret
     """
 )
-_FINISH = text(
+_RECORD = text(
     """
-    UPDATE email.webhook_messages
-    SET state = :state, next_attempt_at = coalesce(:next_attempt_at, next_attempt_at),
-        last_status = :status, last_error = :error,
-        finished_at = CASE WHEN :state = 'pending' THEN NULL ELSE now() END
-    WHERE id = :id AND attempts = :attempt AND state = 'pending'
-    RETURNING id
+    WITH result AS (
+        SELECT * FROM unnest(
+            CAST(:ids AS bigint[]), CAST(:attempts AS integer[]), CAST(:states AS text[]),
+            CAST(:next_attempt_at AS timestamptz[]), CAST(:statuses AS integer[]),
+            CAST(:latencies AS double precision[]), CAST(:errors AS text[]),
+            CAST(:excerpts AS text[])
+        ) AS r(id, attempt, state, next_attempt_at, status, latency_ms, error, excerpt)
+    ),
+    attempt AS (
+        INSERT INTO email.webhook_attempts (message_id, attempt, status_code, latency_ms,
+                                            error, response_excerpt)
+        SELECT id, attempt, status, latency_ms, error, excerpt FROM result
+    ),
+    finished AS (
+        UPDATE email.webhook_messages AS m
+        SET state = r.state, next_attempt_at = coalesce(r.next_attempt_at, m.next_attempt_at),
+            last_status = r.status, last_error = r.error,
+            finished_at = CASE WHEN r.state = 'pending' THEN NULL ELSE now() END
+        FROM result AS r
+        WHERE m.id = r.id AND m.attempts = r.attempt AND m.state = 'pending'
+        RETURNING m.id, m.endpoint_id, r.state, r.status
+    ),
+    succeeded AS (
+        UPDATE email.webhook_endpoints AS e
+        SET first_failure_at = NULL, updated_at = now()
+        WHERE e.id IN (SELECT f.endpoint_id FROM finished AS f
+                       WHERE f.state = 'delivered')
+          AND e.first_failure_at IS NOT NULL
+    )
+    SELECT id, endpoint_id FROM finished
     """
-)
-_ATTEMPT = text(
-    "INSERT INTO email.webhook_attempts (message_id, attempt, status_code, latency_ms, error, "
-    "response_excerpt) VALUES (:id, :attempt, :status, :latency_ms, :error, :excerpt)"
-)
-_SUCCEEDED = text(
-    "UPDATE email.webhook_endpoints SET first_failure_at = NULL, updated_at = now() "
-    "WHERE id = :id AND first_failure_at IS NOT NULL"
 )
 _FAILED = text(
     "UPDATE email.webhook_endpoints SET first_failure_at = coalesce(first_failure_at, now()) "
@@ -203,9 +224,9 @@ class Sender:
         return report
 
     async def claim(self) -> list[Claimed]:
+        """Take up to ``batch`` due messages of enabled endpoints (one statement)."""
         async with translate_errors(database=self._where), self.engine.begin() as conn:
             rows = (await conn.execute(_CLAIM, {"limit": self.batch, "lease": self.lease})).all()
-            targets = await outbox.secrets_of(conn, (row.endpoint_id for row in rows))
         return [
             Claimed(
                 id=row.id,
@@ -213,11 +234,10 @@ class Sender:
                 message_id=row.message_id,
                 body=row.body.encode("ascii"),
                 attempt=row.attempts,
-                url=targets[row.endpoint_id][0],
-                secret=targets[row.endpoint_id][1],
+                url=row.url,
+                secret=row.secret,
             )
             for row in rows
-            if row.endpoint_id in targets
         ]
 
     async def send(self, message: Claimed) -> AttemptResult:
@@ -236,82 +256,95 @@ class Sender:
                 max_excerpt=MAX_EXCERPT,
             )
 
-    async def record(self, message: Claimed, result: AttemptResult, report: TickReport) -> None:
+    def _outcome(self, message: Claimed, result: AttemptResult) -> tuple[str, datetime | None]:
+        """The message's next state and, when it changes, its next attempt time."""
         now = datetime.now(UTC)
-        next_attempt: datetime | None = None
         if result.ok:
-            state = "delivered"
-        elif result.gone:
-            state = "pending"  # waits for the endpoint to be enabled again
-        elif result.retryable:
+            return "delivered", None
+        if result.gone:
+            return "pending", now  # waits for the endpoint to be enabled again
+        if result.retryable:
             next_attempt = schedule.next_attempt_at(
                 attempt=message.attempt, failed_at=now, message_id=message.message_id
             )
-            state = "pending" if next_attempt is not None else "failed"
-        else:
-            state = "failed"
+            return ("pending", next_attempt) if next_attempt is not None else ("failed", None)
+        return "failed", None
+
+    async def record(
+        self, results: Sequence[tuple[Claimed, AttemptResult]], report: TickReport
+    ) -> None:
+        """Record a group of results in one transaction: one statement writes every
+        attempt row, finishes or reschedules every message whose lease is still ours, and
+        ends the failure streak of the endpoints that got a 2xx; failures (rare) then
+        update their endpoints' streaks one by one."""
+        if not results:
+            return
+        outcomes = [self._outcome(message, result) for message, result in results]
         async with translate_errors(database=self._where), self.engine.begin() as conn:
-            await conn.execute(
-                _ATTEMPT,
-                {
-                    "id": message.id,
-                    "attempt": message.attempt,
-                    "status": result.status,
-                    "latency_ms": result.latency_ms,
-                    "error": result.error,
-                    "excerpt": result.response_excerpt,
-                },
-            )
-            finished = (
-                await conn.execute(
-                    _FINISH,
+            finished = {
+                row.id
+                for row in await conn.execute(
+                    _RECORD,
                     {
-                        "id": message.id,
-                        "attempt": message.attempt,
-                        "state": state,
-                        "next_attempt_at": next_attempt if not result.gone else now,
-                        "status": result.status,
-                        "error": result.error,
+                        "ids": [message.id for message, _ in results],
+                        "attempts": [message.attempt for message, _ in results],
+                        "states": [state for state, _ in outcomes],
+                        "next_attempt_at": [when for _, when in outcomes],
+                        "statuses": [result.status for _, result in results],
+                        "latencies": [result.latency_ms for _, result in results],
+                        "errors": [result.error for _, result in results],
+                        "excerpts": [result.response_excerpt for _, result in results],
                     },
                 )
-            ).first()
-            if finished is None:  # our lease was taken over: the newer attempt decides
-                return
-            if result.ok:
-                report.delivered += 1
-                await conn.execute(_SUCCEEDED, {"id": message.endpoint_id})
-                return
-            if state == "failed":
-                report.failed += 1
-            else:
-                report.retrying += 1
-            streak = (await conn.execute(_FAILED, {"id": message.endpoint_id})).one()
-            reason = None
-            if result.gone:
-                reason = f"the receiver asked to stop: {result.error}"
-            elif schedule.should_disable(first_failure_at=streak.first_failure_at, now=streak.now):
-                reason = (
-                    f"every attempt failed since {streak.first_failure_at.isoformat()} "
-                    f"(budget {schedule.DISABLE_AFTER}); last: {result.error}"
-                )
-            if reason is not None:
-                disabled = await conn.execute(
-                    _DISABLE, {"id": message.endpoint_id, "reason": reason[:500]}
-                )
-                if disabled.rowcount:
-                    report.endpoints_disabled.append(message.endpoint_id)
+            }
+            succeeded = {
+                message.endpoint_id
+                for message, result in results
+                if result.ok and message.id in finished
+            }
+            for (message, result), (state, _) in zip(results, outcomes, strict=True):
+                if message.id not in finished:  # our lease was taken over: the newer decides
+                    continue
+                if result.ok:
+                    report.delivered += 1
+                    continue
+                if state == "failed":
+                    report.failed += 1
+                else:
+                    report.retrying += 1
+                reason = None
+                if result.gone:
+                    reason = f"the receiver asked to stop: {result.error}"
+                elif message.endpoint_id not in succeeded:  # a 2xx in this group: alive
+                    streak = (await conn.execute(_FAILED, {"id": message.endpoint_id})).one()
+                    if schedule.should_disable(
+                        first_failure_at=streak.first_failure_at, now=streak.now
+                    ):
+                        reason = (
+                            f"every attempt failed since {streak.first_failure_at.isoformat()} "
+                            f"(budget {schedule.DISABLE_AFTER}); last: {result.error}"
+                        )
+                if reason is not None:
+                    disabled = await conn.execute(
+                        _DISABLE, {"id": message.endpoint_id, "reason": reason[:500]}
+                    )
+                    if disabled.rowcount:
+                        report.endpoints_disabled.append(message.endpoint_id)
 
     async def deliver(self) -> TickReport:
-        """Claim one batch of due messages, send them, record every result."""
+        """Claim one batch of due messages, send them concurrently, and record the results
+        in groups: whatever has been answered every ``RECORD_EVERY`` seconds (at once when
+        the whole batch has been answered), one transaction per group."""
         report = TickReport()
         claimed = await self.claim()
         report.claimed = len(claimed)
-
-        async def one(message: Claimed) -> None:
-            result = await self.send(message)
-            await self.record(message, result, report)
-
-        await asyncio.gather(*(one(message) for message in claimed))
+        sending: dict[asyncio.Future[AttemptResult], Claimed] = {
+            asyncio.ensure_future(self.send(message)): message for message in claimed
+        }
+        waiting: set[asyncio.Future[AttemptResult]] = set(sending)
+        while waiting:
+            done, waiting = await asyncio.wait(waiting, timeout=RECORD_EVERY)
+            await self.record([(sending[task], task.result()) for task in done], report)
         return report
 
     async def tick(self) -> TickReport:
