@@ -88,6 +88,7 @@ MAX_ERROR_LENGTH = 500
 """``AttemptResult.error`` is cut to this length (it may quote the receiver's text: a
 reason phrase, a ``Location``)."""
 DELIVERY_CONTROL_HEADER = "webhook-delivery"
+_CHECKED_URLS = 1000
 _HEADER_VALUE = re.compile(r"^[^\x00\r\n]*$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
@@ -197,6 +198,9 @@ class Transport:
         self._limit = limit
         self._limit_per_host = limit_per_host
         self._session: aiohttp.ClientSession | None = None
+        self._checked: dict[str, str] = {}
+        """URLs ``check_endpoint_url`` accepted with this transport's flags (a pure function
+        of them): a sender posts to a few URLs many times."""
 
     async def __aenter__(self) -> Self:
         if self._session is not None:
@@ -240,9 +244,14 @@ class Transport:
         seconds = _check_timeout(timeout)
         if isinstance(max_excerpt, bool) or not isinstance(max_excerpt, int) or max_excerpt < 0:
             raise InvalidInput("max_excerpt", "must be an integer >= 0")
-        target = check_endpoint_url(
-            url, allow_insecure=self.allow_insecure, allow_private=self.allow_private
-        )
+        target = self._checked.get(url) if isinstance(url, str) else None
+        if target is None:
+            target = check_endpoint_url(
+                url, allow_insecure=self.allow_insecure, allow_private=self.allow_private
+            )
+            if len(self._checked) >= _CHECKED_URLS:
+                self._checked.clear()
+            self._checked[url] = target
         if not any(name.lower() == "content-type" for name in request_headers):
             request_headers["Content-Type"] = "application/json"
         return await self._attempt(target, bytes(body), request_headers, seconds, max_excerpt)
