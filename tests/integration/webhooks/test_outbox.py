@@ -10,6 +10,7 @@ themselves show that nothing else gets through. Time passes by moving ``next_att
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -20,6 +21,7 @@ from datetime import timedelta
 import asyncpg
 import jsonschema
 import pytest
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from email_delivery import DeliveryTracker, feed, health, make_engine
@@ -242,6 +244,165 @@ async def _drain_once(sender: Sender, owner: asyncpg.Connection) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("nothing to send")
+
+
+async def _build(sender: Sender, messages: int) -> None:
+    """Build until ``messages`` are built: another session's long transaction on the shared
+    server holds every feed back (the feed's rule), so wait up to two minutes."""
+    built = 0
+    async with asyncio.timeout(120):
+        while built < messages:
+            built += (await sender.build()).messages_built
+            await asyncio.sleep(0.05)
+
+
+def _statements(engine: AsyncEngine) -> list[str]:
+    """Every statement ``engine`` sends from now on (SQLAlchemy's cursor events)."""
+    seen: list[str] = []
+
+    def record(conn: object, cursor: object, statement: str, *args: object) -> None:
+        seen.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    return seen
+
+
+async def test_a_batch_is_claimed_in_one_statement_and_recorded_in_one(
+    owner_engine: AsyncEngine,
+    owner_conn: asyncpg.Connection,
+    worker_tracker: DeliveryTracker,
+    receiver: OutboxReceiver,
+) -> None:
+    """Per batch, not per message: one claim (with the endpoints' URLs and secrets), one
+    record of every answer (attempt rows, messages, the ended failure streaks), whatever
+    the batch's size. Answers within ``RECORD_EVERY`` of each other share a record."""
+    endpoint = await _endpoint(owner_engine, receiver, "batch", statuses=["queued"])
+    await owner_conn.execute(  # a streak that the first 2xx ends
+        "UPDATE email.webhook_endpoints SET first_failure_at = now() - interval '1 hour'"
+    )
+    for n in range(30):
+        await worker_tracker.enqueue(f"b-{n}", workflow="welcome", recipient="b@example.com")
+    engine = make_engine(owner_engine.url, pool_size=2)
+    try:
+        async with Sender(
+            engine, timeout=5, lease=timedelta(seconds=30), batch=30, **DEV
+        ) as sender:
+            await _build(sender, 30)
+            statements = _statements(engine)
+            report = await sender.deliver()
+    finally:
+        await engine.dispose()
+    assert report.claimed == report.delivered == 30
+    # one claim, then the records: one while every answer came within RECORD_EVERY (a
+    # loaded machine may split the answers in a few groups; per message it was 1 + 3 x 30)
+    assert 2 <= len(statements) <= 5, statements
+    assert sum("webhook_attempts" in statement for statement in statements) == len(statements) - 1
+    row = await owner_conn.fetchrow(
+        "SELECT count(*) FILTER (WHERE state = 'delivered' AND last_status = 200 "
+        "AND finished_at IS NOT NULL) AS delivered, "
+        "(SELECT count(*) FROM email.webhook_attempts AS a WHERE a.status_code = 200 "
+        "AND a.attempt = 1 AND a.latency_ms > 0 AND a.response_excerpt = 'accepted') AS attempts "
+        "FROM email.webhook_messages"
+    )
+    assert (row["delivered"], row["attempts"]) == (30, 30)
+    assert (await outbox.get(owner_engine, endpoint.id)).first_failure_at is None
+
+
+async def test_one_record_ends_one_streak_and_starts_another(
+    owner_engine: AsyncEngine,
+    owner_conn: asyncpg.Connection,
+    worker_tracker: DeliveryTracker,
+    receiver: OutboxReceiver,
+) -> None:
+    """Answers of two endpoints recorded together: each message, attempt and streak is the
+    one its own answer says."""
+    good = await _endpoint(owner_engine, receiver, "good", statuses=["queued"])
+    bad = await _endpoint(owner_engine, receiver, "bad", statuses=["queued"])
+    receiver.script("bad", ["500"])
+    await owner_conn.execute(
+        "UPDATE email.webhook_endpoints SET first_failure_at = now() - interval '1 day' "
+        "WHERE id = $1",
+        good.id,
+    )
+    for n in range(3):
+        await worker_tracker.enqueue(f"g-{n}", workflow="welcome", recipient="g@example.com")
+    async with Sender(owner_engine, timeout=5, lease=timedelta(seconds=30), **DEV) as sender:
+        for _ in range(200):
+            report = await sender.tick()
+            if report.claimed:
+                break
+            await asyncio.sleep(0.05)
+    assert (report.claimed, report.delivered, report.retrying) == (6, 3, 3)
+    rows = await owner_conn.fetch(
+        "SELECT m.endpoint_id, m.state, m.last_status, m.attempts, a.status_code, "
+        "m.next_attempt_at - now() AS wait FROM email.webhook_messages AS m "
+        "JOIN email.webhook_attempts AS a ON a.message_id = m.id ORDER BY m.id"
+    )
+    assert len(rows) == 6
+    for row in rows:
+        if row["endpoint_id"] == good.id:
+            assert (row["state"], row["last_status"], row["status_code"]) == ("delivered", 200, 200)
+        else:
+            assert (row["state"], row["last_status"], row["status_code"]) == ("pending", 500, 500)
+            assert schedule.RETRY_DELAYS[1] * 0.85 < row["wait"] <= schedule.RETRY_DELAYS[1] * 1.1
+    assert (await outbox.get(owner_engine, good.id)).first_failure_at is None
+    assert (await outbox.get(owner_engine, bad.id)).first_failure_at is not None
+
+
+async def test_answers_are_recorded_while_a_slow_one_is_still_in_flight(
+    owner_engine: AsyncEngine,
+    owner_conn: asyncpg.Connection,
+    worker_tracker: DeliveryTracker,
+    receiver: OutboxReceiver,
+) -> None:
+    """A batch is recorded in groups as it is answered, not once at its end: a slow
+    receiver does not hold back the record (and so the crash window) of the others."""
+    await _endpoint(owner_engine, receiver, "quick", statuses=["queued"])
+    await _endpoint(owner_engine, receiver, "sluggish", statuses=["queued"])
+    receiver.script("sluggish", ["slow"])
+    receiver.slow = 30.0
+    await worker_tracker.enqueue("q-1", workflow="welcome", recipient="q@example.com")
+    async with Sender(owner_engine, timeout=60, lease=timedelta(seconds=90), **DEV) as sender:
+        await _build(sender, 2)
+        delivering = asyncio.create_task(sender.deliver())
+        try:
+            async with asyncio.timeout(20):
+                while not await owner_conn.fetchval(  # noqa: ASYNC110 - the database
+                    "SELECT count(*) FROM email.webhook_messages WHERE state = 'delivered'"
+                ):
+                    await asyncio.sleep(0.05)
+            assert not delivering.done()  # the slow answer is still awaited
+        finally:
+            delivering.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await delivering
+    quick = await owner_conn.fetchrow(
+        "SELECT m.state, a.status_code FROM email.webhook_messages AS m "
+        "JOIN email.webhook_endpoints AS e ON e.id = m.endpoint_id "
+        "JOIN email.webhook_attempts AS a ON a.message_id = m.id WHERE e.url LIKE '%/quick'"
+    )
+    assert quick is not None and (quick["state"], quick["status_code"]) == ("delivered", 200)
+
+
+async def test_an_idle_tick_writes_nothing(
+    owner_engine: AsyncEngine,
+    owner_conn: asyncpg.Connection,
+    worker_tracker: DeliveryTracker,
+    receiver: OutboxReceiver,
+) -> None:
+    """With nothing new in the feed and nothing due, a tick locks no row: it takes no
+    transaction id and its commit flushes no WAL (it did: the cursor row was locked first)."""
+    await _endpoint(owner_engine, receiver, "idle", statuses=["queued"])
+    await worker_tracker.enqueue("i-1", workflow="welcome", recipient="i@example.com")
+    async with Sender(owner_engine, timeout=5, lease=timedelta(seconds=30), **DEV) as sender:
+        await _drain(sender, owner_conn)
+        # a fresh version of the cursor row: not locked by anyone (xmax 0)
+        await owner_conn.execute("UPDATE email.webhook_feed_state SET updated_at = updated_at")
+        assert await owner_conn.fetchval("SELECT xmax::text FROM email.webhook_feed_state") == "0"
+        for _ in range(3):
+            report = await sender.tick()
+            assert report.idle
+    assert await owner_conn.fetchval("SELECT xmax::text FROM email.webhook_feed_state") == "0"
 
 
 async def test_410_disables_the_endpoint_and_health_says_so(
