@@ -80,17 +80,22 @@ async def feed_read(url: str, events: int) -> dict[str, Any]:
     conn = await asyncpg.connect(dsn_of(url))
     try:
         await conn.execute("TRUNCATE email.deliveries, email.delivery_events CASCADE")
-        base = 1000  # below any snapshot's xmin: every row is readable at once
+        # Transaction ids below any snapshot's xmin, so that every row is readable at once:
+        # 10 events per id, or more on a young cluster whose xmin is still low.
+        xmin = await conn.fetchval("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+        base = min(1000, xmin // 2)
+        per = max(10, -(-events // max(xmin - base - 1, 1)))
         chunk = 200_000
         started = time.perf_counter()
         for first in range(0, events, chunk):
             await conn.execute(
                 "INSERT INTO email.delivery_events (delivery_id, status, attempt, xact_id) "
-                "SELECT 'bench-' || g, 'queued', 0, $1 + g / 10 "
+                "SELECT 'bench-' || g, 'queued', 0, $1 + g / $4 "
                 "FROM generate_series($2::bigint, $3::bigint) AS g",
                 base,
                 first,
                 min(first + chunk, events) - 1,
+                per,
             )
         fill = time.perf_counter() - started
         await conn.execute("VACUUM ANALYZE email.delivery_events")
@@ -124,6 +129,7 @@ async def feed_read(url: str, events: int) -> dict[str, Any]:
         "page_ms_median": round(statistics.median(timings), 2),
         "page_ms_p99": round(timings[int(len(timings) * 0.99) - 1], 2),
         "pages": len(timings),
+        "events_per_transaction_id": per,
     }
 
 
@@ -452,6 +458,35 @@ async def sender_throughput(url: str, hook_url: str, messages: int) -> dict[str,
     }
 
 
+async def http_floor(hook_url: str, requests: int, concurrency: int = 16) -> dict[str, Any]:
+    """What one POST of a message-sized body to the local receiver costs this process with a
+    bare ``aiohttp`` session (no signing, no database): the floor under the sender's client
+    CPU per message (the kernel's loopback TCP work is charged to the sending process)."""
+    import aiohttp
+
+    body = b'{"x": "' + b"y" * 900 + b'"}'
+    queue = iter(range(requests))
+    async with aiohttp.ClientSession() as session:
+
+        async def worker() -> None:
+            for _ in queue:
+                async with session.post(hook_url, data=body) as response:
+                    await response.read()
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))  # warm: connections
+        queue = iter(range(requests))
+        cpu = time.process_time()
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+        cpu = time.process_time() - cpu
+    return {
+        "requests": requests,
+        "client_cpu_us_per_request": round(cpu / requests * 1e6, 1),
+        "requests_per_s": round(requests / elapsed),
+    }
+
+
 async def serve_receiver() -> None:
     """``--receive``: the local receiver in this process until SIGTERM; prints its URL."""
     runner, hook_url, _ = await receiver()
@@ -480,6 +515,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 if args.events:
                     report["feed_read"] = await feed_read(url, args.events)
                 report["lifecycle"] = await lifecycle_cost(url, hook_url, receiver_pid, args)
+                report["http_floor"] = await http_floor(hook_url, 3000)
                 if args.messages:
                     report["sender"] = await sender_throughput(url, hook_url, args.messages)
     return report
@@ -515,6 +551,12 @@ def print_report(report: dict[str, Any]) -> None:
             f"| {f.get('sender_cpu_us_per_job', '')} "
             f"| {added} |"
         )
+    floor = report["http_floor"]
+    print(
+        f"floor: a bare aiohttp POST of a message-sized body to the receiver: "
+        f"{floor['client_cpu_us_per_request']} µs client CPU per request "
+        f"({floor['requests_per_s']:,}/s)"
+    )
     if "sender" in report:
         sender = report["sender"]
         print(

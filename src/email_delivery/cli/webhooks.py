@@ -96,6 +96,12 @@ def register(commands: Commands) -> None:
     run = sub.add_parser("run", help="the sender: build messages from the feed and send them")
     run.add_argument("--once", action="store_true", help="one tick (for a scheduler), then exit")
     run.add_argument("--interval", type=float, default=1.0, help="idle wait in seconds")
+    run.add_argument(
+        "--linger",
+        type=float,
+        default=0.05,
+        help="wait in seconds after a tick that found work but no backlog (batches a trickle)",
+    )
     run.add_argument("--batch", type=common.positive_int, default=100)
     run.add_argument("--concurrency", type=common.positive_int, default=16)
     run.add_argument("--timeout", type=float, default=15.0, help="seconds per attempt")
@@ -287,7 +293,9 @@ async def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             if args.once:
                 total = await sender.tick()
             else:
-                total = await sender.run(interval=args.interval, stop=stop, on_tick=progress)
+                total = await sender.run(
+                    interval=args.interval, linger=args.linger, stop=stop, on_tick=progress
+                )
     finally:
         await engine.dispose()
     if args.json:

@@ -48,6 +48,8 @@ DEFAULT_LEASE = timedelta(seconds=60)
 DEFAULT_BATCH = 100
 DEFAULT_CONCURRENCY = 16
 MAX_EXCERPT = 1024
+DEFAULT_LINGER = 0.05
+"""Seconds ``run`` waits after a tick that found some work but no backlog."""
 RECORD_EVERY = 0.1
 """Seconds: the results of a batch answered so far are recorded together at this pace, so
 a slow receiver delays the record of the others by at most this."""
@@ -357,12 +359,18 @@ class Sender:
         self,
         *,
         interval: float = 1.0,
+        linger: float = DEFAULT_LINGER,
         stop: asyncio.Event | None = None,
         on_tick: Any = None,
     ) -> TickReport:
-        """Tick until ``stop`` is set: at once again while there is work, else after
-        ``interval`` seconds. Returns the totals."""
+        """Tick until ``stop`` is set: at once again while a tick finds a backlog (a full
+        batch, or a full page of the feed); after ``linger`` seconds when it found less (so
+        that a steady trickle of changes is sent in batches, not one tick per change: a
+        tick costs a few statements whatever it carries); after ``interval`` seconds when
+        it found nothing. Returns the totals."""
         _positive(interval, "interval")
+        if isinstance(linger, bool) or not isinstance(linger, int | float) or linger < 0:
+            raise InvalidInput("linger", "must be a number of seconds >= 0")
         stop = stop or asyncio.Event()
         total = TickReport()
         while not stop.is_set():
@@ -371,8 +379,14 @@ class Sender:
             if on_tick is not None and not report.idle:
                 on_tick(report)
             if report.idle:
+                wait = interval
+            elif report.claimed >= self.batch or report.events_read >= outbox.FAN_OUT_PAGE:
+                continue
+            else:
+                wait = min(linger, interval)
+            if wait > 0:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), interval)
+                    await asyncio.wait_for(stop.wait(), wait)
         return total
 
 
