@@ -4,23 +4,31 @@ per scheduler tick). Runs as the schema owner (the outbox tables are owner-only)
 One tick:
 
 1. **Build** (``outbox.fan_out``): messages for the changes the feed has after the outbox's
-   cursor, page by page, until the feed is drained.
-2. **Claim** due messages in one short transaction: ``FOR UPDATE SKIP LOCKED`` (several
-   senders take disjoint messages), ``attempts + 1``, and ``next_attempt_at`` moved to the
-   end of a lease. A sender that dies mid-batch loses nothing: its messages are due again
+   cursor, page by page, until the feed is drained. With nothing new it writes nothing.
+2. **Claim** due messages in one statement (with their endpoints' URL and secret):
+   ``FOR UPDATE SKIP LOCKED`` (several senders take disjoint messages), ``attempts + 1``,
+   and ``next_attempt_at`` moved to the end of a lease. A sender that dies mid-batch loses nothing: its messages are due again
    when their lease ends, and another sender (or the restarted one) sends them with the
    same ``webhook-id`` and body. That is the only way a receiver sees a message twice: when
    the sender died between the receiver's answer and the commit of the result. Receivers
    deduplicate by ``webhook-id`` (Standard Webhooks); ``lease`` must exceed ``timeout``.
 3. **Send** each, concurrently, signed afresh (``signing.headers`` with the current time)
    through one ``Transport`` (the SSRF guard at connect time).
-4. **Record** each result in its own transaction: the attempt (status code, latency, error,
-   capped excerpt) in ``webhook_attempts``; the message delivered, rescheduled on Svix's
+4. **Record** the results in groups, one transaction and one statement per group (what
+   has been answered every ``RECORD_EVERY`` seconds, the whole batch when it is answered
+   within that): each attempt (status code, latency, error, capped excerpt) in
+   ``webhook_attempts``; the message delivered, rescheduled on Svix's
    schedule (``schedule.next_attempt_at``, jittered) or failed after the eighth attempt; a
    result whose lease was taken over meanwhile (``attempts`` moved on) changes nothing. The
    endpoint's failure streak starts at its first failure and ends at any 2xx; after
    ``schedule.DISABLE_AFTER`` (5 days) of failures, or at a 410 / ``webhook-delivery:
    disable``, the endpoint is disabled automatically (``health`` reports it).
+
+``run`` ticks again at once after a backlog, after ``linger`` after some work (a trickle
+of changes goes out in batches: a tick costs its few statements whatever it carries), and
+after ``interval`` when idle. The database work is set-based: the messages' insert (per
+feed page), the claim and the record (per batch or group) are one statement each, not one
+per message; only a failure adds its endpoint's streak update.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ from email_delivery.urls import location
 from email_delivery.webhooks import outbox, payloads, schedule, signing
 from email_delivery.webhooks.transport import AttemptResult, Transport
 
-__all__ = ["Claimed", "Sender", "TickReport"]
+__all__ = ["Claimed", "Sender", "TickReport", "pause_after"]
 
 DEFAULT_TIMEOUT = 15.0
 """Seconds per attempt (Svix's)."""
@@ -378,16 +386,22 @@ class Sender:
             total.add(report)
             if on_tick is not None and not report.idle:
                 on_tick(report)
-            if report.idle:
-                wait = interval
-            elif report.claimed >= self.batch or report.events_read >= outbox.FAN_OUT_PAGE:
-                continue
-            else:
-                wait = min(linger, interval)
+            wait = pause_after(report, batch=self.batch, interval=interval, linger=linger)
             if wait > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), wait)
         return total
+
+
+def pause_after(report: TickReport, *, batch: int, interval: float, linger: float) -> float:
+    """Seconds ``Sender.run`` waits after a tick that reported ``report``: none after a
+    backlog (a full batch claimed, or a full page of the feed read), ``linger`` after some
+    work, ``interval`` after none."""
+    if report.idle:
+        return interval
+    if report.claimed >= batch or report.events_read >= outbox.FAN_OUT_PAGE:
+        return 0.0
+    return min(linger, interval)
 
 
 async def send_test(
