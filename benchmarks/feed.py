@@ -1,26 +1,42 @@
 """Change-feed and webhook benchmark (issue 12).
 
     .venv/bin/python benchmarks/feed.py [--events 1000000] [--jobs 4000] [--rounds 3]
-                                        [--messages 5000] [--tasks 16] [--json]
+                                        [--messages 5000] [--tasks 16]
+                                        [--baseline-src DIR] [--database-name NAME] [--json]
 
 On a scratch database at head (of ``DATABASE_URL``'s server, else the embedded PostgreSQL 18
 with fsync on):
 
-1. **Feed read**: ``--events`` audit events (10 per transaction id, spread over the current
-   partition), then read from the beginning to the end in pages of 1,000 through
+1. **Feed read**: ``--events`` audit events (10 per transaction id, more on a young cluster),
+   then read from the beginning to the end in pages of 1,000 through
    ``email_delivery.feed.page`` (one round trip per page, as a consumer does): events/s and
-   milliseconds per page (median, p99). The issue's figure is at 10 M events; the page cost
-   is an index range scan per partition from the cursor, so it does not grow with the table.
-2. **Lifecycle cost of a subscribed endpoint**: the same job (enqueue → claim → mark sent,
-   ``DeliveryTracker``, ``--tasks`` concurrent) in alternating rounds: ``no endpoint``;
-   ``endpoint + sender`` (one endpoint subscribed to every change, a ``Sender`` running on
-   the same machine, sending to a local receiver); ``feed listener`` (a ``feed.follow``
-   registered and LISTENing: writers NOTIFY); and ``no notify trigger`` (the trigger
-   disabled), which shows what the trigger costs while nobody listens. Jobs/s (median of rounds)
-   and the added cost per job relative to ``no endpoint`` (target <= 15 %).
-3. **Sender throughput**: ``--messages`` changes for one endpoint: messages built from the
-   feed per second (``outbox.fan_out``), and messages sent, signed, to a local aiohttp
-   receiver and recorded, per second (``Sender.deliver``, concurrency 16).
+   milliseconds per page (median, p99). ``--events 0`` skips it.
+2. **Lifecycle cost of a subscribed endpoint**: the same job (enqueue -> claim -> mark sent,
+   ``DeliveryTracker``, ``--tasks`` concurrent over 8 connections) in alternating rounds:
+   ``no endpoint``; ``endpoint + sender`` (one endpoint subscribed to every change, and
+   ``email-delivery webhooks run`` running in **its own process**, sending to the local
+   receiver, which runs in **a third process**); with ``--baseline-src DIR`` also
+   ``endpoint + sender, baseline``: the same with the sender of another source tree (``DIR``
+   holds its ``email_delivery`` package, e.g. ``git archive main src``), in the same run.
+   Measured per round, by ``/proc`` (user + system time):
+
+   - the lifecycle driver: jobs/s, its client CPU (this process) and its server CPU (its 8
+     backends, by pid) per job, over the timed round;
+   - the sender: its process's CPU and its backends' (found by matching its TCP connections
+     to ``pg_stat_activity.client_port``), from just before the round until every change
+     of the round has been delivered, per webhook message; the receiver's likewise.
+
+   Reported (medians of the rounds): the lifecycle's own added CPU per job, (lifecycle CPU
+   with the endpoint and the sender running - without) / without, and the machine's, with
+   the sender's CPU per job (per message x messages per job) added. The server's background
+   processes (WAL writer, checkpointer, autovacuum) are in neither; the whole server's CPU
+   per job is reported beside them. A backend that ends mid-round is lost (counted).
+3. **HTTP floor**: 3,000 POSTs of a message-sized body to the receiver through a bare
+   ``aiohttp`` session (no signing, no database): client CPU per request, the floor under
+   the sender's client CPU per message.
+4. **Sender throughput**: ``--messages`` changes for one endpoint: messages built from the
+   feed per second (``outbox.fan_out``), and messages sent, signed, to the local receiver and
+   recorded, per second (``Sender.deliver``, concurrency 16). ``--messages 0`` skips it.
 """
 
 from __future__ import annotations
