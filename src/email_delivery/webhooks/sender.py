@@ -7,11 +7,12 @@ One tick:
    cursor, page by page, until the feed is drained. With nothing new it writes nothing.
 2. **Claim** due messages in one statement (with their endpoints' URL and secret):
    ``FOR UPDATE SKIP LOCKED`` (several senders take disjoint messages), ``attempts + 1``,
-   and ``next_attempt_at`` moved to the end of a lease. A sender that dies mid-batch loses nothing: its messages are due again
-   when their lease ends, and another sender (or the restarted one) sends them with the
-   same ``webhook-id`` and body. That is the only way a receiver sees a message twice: when
-   the sender died between the receiver's answer and the commit of the result. Receivers
-   deduplicate by ``webhook-id`` (Standard Webhooks); ``lease`` must exceed ``timeout``.
+   and ``next_attempt_at`` moved to the end of a lease. A sender that dies mid-batch loses
+   nothing: its messages are due again when their lease ends, and another sender (or the
+   restarted one) sends them with the same ``webhook-id`` and body. That is the only way a
+   receiver sees a message twice: when the sender died between the receiver's answer and
+   the commit of the result. Receivers deduplicate by ``webhook-id`` (Standard Webhooks);
+   ``lease`` must exceed ``timeout``.
 3. **Send** each, concurrently, signed afresh (``signing.headers`` with the current time)
    through one ``Transport`` (the SSRF guard at connect time).
 4. **Record** the results in groups, one transaction and one statement per group (what
@@ -352,9 +353,13 @@ class Sender:
             asyncio.ensure_future(self.send(message)): message for message in claimed
         }
         waiting: set[asyncio.Future[AttemptResult]] = set(sending)
-        while waiting:
-            done, waiting = await asyncio.wait(waiting, timeout=RECORD_EVERY)
-            await self.record([(sending[task], task.result()) for task in done], report)
+        try:
+            while waiting:
+                done, waiting = await asyncio.wait(waiting, timeout=RECORD_EVERY)
+                await self.record([(sending[task], task.result()) for task in done], report)
+        finally:  # an error (or a cancel) leaves nothing in flight behind it
+            for task in waiting:
+                task.cancel()
         return report
 
     async def tick(self) -> TickReport:
