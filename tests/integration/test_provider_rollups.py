@@ -11,7 +11,6 @@ seen yet (in closed days too), after deletions, and after the next refresh.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import asyncpg
@@ -20,6 +19,7 @@ import pytest
 from email_delivery import rules
 from email_delivery.migrate import script_location
 from tests.support.cluster import DASHBOARD_LOGIN, WORKER_LOGIN, Cluster
+from tests.support.db import wait_for_horizon
 from tests.support.seed import superuser_dsn
 
 FROZEN_METRICS = Path(script_location()) / "versions/0010/functions/provider_metrics.sql"
@@ -92,18 +92,6 @@ async def _install_reference(owner: asyncpg.Connection) -> None:
         "FUNCTION email.provider_metrics(", "FUNCTION email.provider_metrics_reference(", 1
     )
     await owner.execute(text)
-
-
-async def _wait_for_horizon(conn: asyncpg.Connection) -> None:
-    """Until every transaction so far has ended cluster-wide (the refresh's horizon is the
-    snapshot's xmin: another session's open transaction, on a shared server, holds it back)."""
-    last = await conn.fetchval("SELECT pg_current_xact_id()::text::bigint")
-    for _ in range(600):
-        xmin = await conn.fetchval("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
-        if xmin > last:
-            return
-        await asyncio.sleep(0.05)
-    pytest.fail("a transaction on the server stayed open for 30 s")
 
 
 async def _compare(conn: asyncpg.Connection) -> int:
@@ -193,7 +181,7 @@ async def test_provider_metrics_equal_the_rows_through_every_refresh_state(
     assert await owner_conn.fetchval("SELECT count(*) FROM email.provider_rollup_deletions") > 0
     await _compare(owner_conn)
 
-    await _wait_for_horizon(owner_conn)
+    await wait_for_horizon(owner_conn)
     second = await owner_conn.fetchrow("SELECT * FROM email.refresh_provider_rollups()")
     assert second["hours_recomputed"] > 0
     assert await owner_conn.fetchval("SELECT count(*) FROM email.provider_rollup_deletions") == 0

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from email_delivery import DeliveryTracker, InvalidInput, PermissionDenied, maintenance, rules
 from email_delivery.migrate import script_location
 from tests.support.cluster import DASHBOARD_LOGIN, WORKER_LOGIN, Cluster
+from tests.support.db import wait_for_horizon
 from tests.support.seed import superuser_dsn
 
 FROZEN_STATS = Path(script_location()) / "versions" / "0005" / "functions" / "delivery_stats.sql"
@@ -163,6 +164,7 @@ async def test_statistics_equal_the_rows_through_every_refresh_state(
     assert await owner_conn.fetchval("SELECT count(*) FROM email.delivery_rollup_deletions") > 0
     await _compare(owner_conn)
 
+    await wait_for_horizon(owner_conn)
     second = await owner_conn.fetchrow("SELECT * FROM email.maintain()")
     assert second["rollup_hours_recomputed"] > 0
     assert await owner_conn.fetchval("SELECT count(*) FROM email.delivery_rollup_deletions") == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -65,3 +66,21 @@ async def skip_backoff(conn: asyncpg.Connection, delivery_id: str) -> None:
         "AND status = 'retrying'",
         delivery_id,
     )
+
+
+HORIZON_WAIT_S = 60
+
+
+async def wait_for_horizon(conn: asyncpg.Connection) -> None:
+    """Until every transaction begun so far has ended, cluster-wide (for up to
+    ``HORIZON_WAIT_S``): a rollup refresh only takes in what lies below its snapshot's xmin,
+    which another session's open transaction (on a shared server) holds back."""
+    last = await conn.fetchval("SELECT pg_current_xact_id()::text::bigint")
+    async with asyncio.timeout(HORIZON_WAIT_S):
+        while True:
+            xmin = await conn.fetchval(
+                "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+            )
+            if xmin > last:
+                return
+            await asyncio.sleep(0.05)
