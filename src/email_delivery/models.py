@@ -264,10 +264,47 @@ class DeliveryRollup(Base):
     )
 
 
+class DeliveryRollupDaily(Base):
+    """The same rows as ``delivery_rollups`` summed per UTC day (revision 0014): the
+    dashboards' source for whole closed days, 24 times fewer rows to read over 30 or 90 days.
+
+    Kept by the same refresh: a day enters once it is closed (every hour of it rolled), from
+    the hourly rows, and a (day, workflow) is summed again whenever the refresh recomputes one
+    of its hours. Same dimensions, so the statistics read from it are identical, percentiles
+    included (the same latency buckets)."""
+
+    __tablename__ = "delivery_rollups_daily"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    day: Mapped[datetime]
+    workflow: Mapped[str] = mapped_column(Text)
+    status: Mapped[DeliveryStatus] = mapped_column(delivery_status)
+    error_code: Mapped[str | None] = mapped_column(Text)
+    latency_bucket: Mapped[int | None] = mapped_column(SmallInteger)
+    deliveries: Mapped[int] = mapped_column(BigInteger)
+    attempts: Mapped[int] = mapped_column(BigInteger)
+    retried: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        UniqueConstraint(
+            "day",
+            "workflow",
+            "status",
+            "error_code",
+            "latency_bucket",
+            name="uq_delivery_rollups_daily_key",
+            postgresql_nulls_not_distinct=True,
+        ),
+        CheckConstraint("deliveries > 0 AND attempts >= 0 AND retried >= 0", name="counts"),
+    )
+
+
 class DeliveryRollupState(Base):
     """How far the rollups reach (one row): every hour before ``rolled_until`` is in
-    ``delivery_rollups`` as of the transactions below ``xact_watermark``; a reader takes an
-    hour touched by a later transaction from the deliveries themselves."""
+    ``delivery_rollups`` (and every day before ``days_until`` in ``delivery_rollups_daily``)
+    as of the transactions below ``xact_watermark``; a reader takes an hour touched by a
+    later transaction from the deliveries themselves, and that hour's day from the hourly
+    rows."""
 
     __tablename__ = "delivery_rollup_state"
 
@@ -275,6 +312,9 @@ class DeliveryRollupState(Base):
     rolled_until: Mapped[datetime] = mapped_column(server_default=text("'-infinity'"))
     xact_watermark: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     refreshed_at: Mapped[datetime | None]
+    days_until: Mapped[datetime] = mapped_column(server_default=text("'-infinity'"))
+    """The daily tier's reach (revision 0014): a UTC midnight at or before ``rolled_until``;
+    ``-infinity`` until the first refresh after the upgrade builds the tier."""
 
     __table_args__ = (CheckConstraint("singleton", name="one_row"),)
 

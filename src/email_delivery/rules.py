@@ -286,7 +286,8 @@ LATENCY_RELATIVE_ERROR = (_GAMMA - 1) / (_GAMMA + 1)
 ROLLUP_HOUR = "interval '1 hour'"
 """The rollups' granularity: UTC hours (``date_bin`` from ``STATS_BUCKET_ORIGIN``)."""
 ROLLUP_DAY = "interval '1 day'"
-"""The provider rollups' daily tier: UTC days (``date_bin`` from ``STATS_BUCKET_ORIGIN``)."""
+"""The daily tiers of the rollups (providers' and deliveries'): UTC days (``date_bin`` from
+``STATS_BUCKET_ORIGIN``), the statistics' ``day`` bucket."""
 
 
 def latency_bucket(seconds: float) -> int:

@@ -1,6 +1,11 @@
 """The dashboards' rollups (revision 0007): the statistics read ``email.delivery_rollups`` for
 closed hours and the deliveries for the rest, and say exactly what the rows say.
 
+Since revision 0014 whole closed days come from ``email.delivery_rollups_daily``: the head
+function must answer exactly (percentiles included) what revision 0007's function (hourly
+rollups and raw rows, frozen) answers on the same snapshot, through every refresh state,
+touched hours and retention's deletions included.
+
 The reference is the statistics function as revision 0005 froze it (every row, exact
 ``percentile_cont``), installed beside the head one: counts and rates must be identical,
 latency percentiles within ``rules.LATENCY_RELATIVE_ERROR``, before the first refresh, after
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+from datetime import UTC, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +32,7 @@ from tests.support.db import wait_for_horizon
 from tests.support.seed import superuser_dsn
 
 FROZEN_STATS = Path(script_location()) / "versions" / "0005" / "functions" / "delivery_stats.sql"
+HOURLY_STATS = Path(script_location()) / "versions" / "0007" / "functions" / "delivery_stats.sql"
 WINDOWS = (
     ("now() - interval '24 hours'", "NULL", "NULL", "NULL"),
     ("now() - interval '73 hours'", "NULL", "'hour'", "NULL"),
@@ -64,21 +71,21 @@ SELECT 'd' || g,
        q, q,
        CASE WHEN s.status = 'in_progress' THEN q + interval '5 minutes' END
 FROM generate_series(1, $1) AS g,
-     LATERAL (SELECT now() - (g::double precision / $1) * interval '72 hours' AS q) AS t,
+     LATERAL (SELECT now() - (g::double precision / $1) * $2::int * interval '1 hour' AS q) AS t,
      LATERAL (SELECT CASE WHEN g % 50 = 0 THEN 'failed' WHEN g % 37 = 0 THEN 'dead_letter'
                           WHEN g % 41 = 0 THEN 'retrying' WHEN g % 43 = 0 THEN 'queued'
                           WHEN g % 47 = 0 THEN 'in_progress' ELSE 'sent' END AS status) AS s
 """
 
 
-async def _seed(cluster: Cluster, database: str, rows: int) -> None:
-    """Deliveries over the last 72 hours in every status (triggers off: no events, so only
-    the refresh's first pass, not the audit trail, can put them in the rollups)."""
+async def _seed(cluster: Cluster, database: str, rows: int, hours: int = 72) -> None:
+    """Deliveries over the last ``hours`` hours in every status (triggers off: no events, so
+    only the refresh's first pass, not the audit trail, can put them in the rollups)."""
     conn = await asyncpg.connect(superuser_dsn(cluster, database))
     try:
         async with conn.transaction():
             await conn.execute("SET LOCAL session_replication_role = replica")
-            await conn.execute(SEED, rows)
+            await conn.execute(SEED, rows, hours)
         await conn.execute("ANALYZE email.deliveries")
     finally:
         await conn.close()
@@ -298,3 +305,180 @@ async def test_maintain_reports_and_verify_warns_until_it_runs(
 async def test_maintain_is_refused_to_the_worker(worker_engine: AsyncEngine) -> None:
     with pytest.raises(PermissionDenied):
         await maintenance.maintain(worker_engine)
+
+
+DAY_WINDOWS = (
+    # Starting and ending mid-day, in every bucket.
+    ("now() - interval '7 days 5 hours 17 minutes'", "now() - interval '1 day 3 hours 11 minutes'"),
+    ("now() - interval '6 days 13 hours'", "now() - interval '20 hours 30 minutes'"),
+    # Open-ended: the open hour and the hours since the last refresh too.
+    ("now() - interval '8 days'", "NULL"),
+    # On midnights exactly.
+    (
+        "date_bin('1 day', now() - interval '6 days', TIMESTAMPTZ '2000-01-01 00:00:00+00')",
+        "date_bin('1 day', now() - interval '1 day', TIMESTAMPTZ '2000-01-01 00:00:00+00')",
+    ),
+    # Inside one day or two: no whole day, or one.
+    ("now() - interval '20 hours'", "now() - interval '3 hours'"),
+    ("now() - interval '47 hours 59 minutes'", "NULL"),
+)
+
+
+async def _compare_with_hourly(conn: asyncpg.Connection) -> int:
+    """Every window, bucket and workflow filter through the head function and revision
+    0007's (hourly rollups and raw rows): identical, percentiles included."""
+    compared = 0
+    for since, until in DAY_WINDOWS:
+        for bucket in ("NULL", "'hour'", "'day'"):
+            for workflow in ("NULL", "'team-invite'"):
+                args = f"{since}, {until}, {bucket}, {workflow}, 5"
+                async with conn.transaction(isolation="repeatable_read", readonly=True):
+                    want = await conn.fetch(
+                        f"SELECT * FROM email.delivery_stats_hourly_ref({args})"
+                    )
+                    got = await conn.fetch(f"SELECT * FROM email.delivery_stats({args})")
+                assert [dict(r) for r in got] == [dict(r) for r in want], args
+                compared += len(got)
+    return compared
+
+
+async def _assert_days_sum_their_hours(conn: asyncpg.Connection) -> None:
+    """Every day of the daily tier is the sum of its hourly rows, and every closed day with
+    hourly rows is in it."""
+    mismatched = await conn.fetchval(
+        """
+        WITH days AS (
+            SELECT date_bin('1 day', r.hour, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS day,
+                   r.workflow, r.status, r.error_code, r.latency_bucket,
+                   sum(r.deliveries) AS deliveries, sum(r.attempts) AS attempts,
+                   sum(r.retried) AS retried
+            FROM email.delivery_rollups AS r
+            WHERE r.hour < (SELECT s.days_until FROM email.delivery_rollup_state AS s)
+            GROUP BY 1, 2, 3, 4, 5
+        )
+        SELECT count(*) FROM days AS h
+        FULL JOIN email.delivery_rollups_daily AS d
+            ON d.day = h.day AND d.workflow = h.workflow AND d.status = h.status
+           AND d.error_code IS NOT DISTINCT FROM h.error_code
+           AND d.latency_bucket IS NOT DISTINCT FROM h.latency_bucket
+        WHERE d.id IS NULL OR h.day IS NULL OR d.deliveries <> h.deliveries
+           OR d.attempts <> h.attempts OR d.retried <> h.retried
+        """
+    )
+    assert mismatched == 0
+    state = await conn.fetchrow("SELECT * FROM email.delivery_rollup_state")
+    assert state["days_until"] <= state["rolled_until"]
+    assert state["days_until"] > state["rolled_until"] - timedelta(days=1)
+    assert state["days_until"].astimezone(UTC).time() == time(0)
+
+
+async def test_the_daily_tier_answers_exactly_what_the_hours_and_rows_do(
+    cluster: Cluster,
+    database: str,
+    owner_conn: asyncpg.Connection,
+    worker_engine: AsyncEngine,
+) -> None:
+    await _seed(cluster, database, 6000, hours=9 * 24)
+    await _install_reference(owner_conn)
+    await owner_conn.execute(
+        HOURLY_STATS.read_text().replace(
+            "FUNCTION email.delivery_stats(", "FUNCTION email.delivery_stats_hourly_ref(", 1
+        )
+    )
+    # Never refreshed: no tier, every row read.
+    assert await _compare_with_hourly(owner_conn) > 100
+    await owner_conn.fetchrow("SELECT * FROM email.maintain()")
+    days = await owner_conn.fetchval("SELECT count(DISTINCT day) FROM email.delivery_rollups_daily")
+    assert days >= 8
+    await _assert_days_sum_their_hours(owner_conn)
+    assert await _compare_with_hourly(owner_conn) > 100
+    await _compare(owner_conn)
+
+    # The tier is read (whole days, bucket NULL or day) and only then (bucket hour): a
+    # day's rows changed behind the refresh's back change the first answers only.
+    window = "date_bin('1 day', now() - interval '3 days', TIMESTAMPTZ '2000-01-01 00:00:00+00')"
+    totals = (
+        f"SELECT sum(total) FROM email.delivery_stats({window} - interval '1 day', "
+        f"{window} + interval '1 day 5 hours', {{}})"
+    )
+    before = [await owner_conn.fetchval(totals.format(b)) for b in ("NULL", "'day'", "'hour'")]
+    await owner_conn.execute(
+        "UPDATE email.delivery_rollups_daily SET deliveries = deliveries + 1000 "
+        f"WHERE id = (SELECT min(id) FROM email.delivery_rollups_daily WHERE day = {window})"
+    )
+    after = [await owner_conn.fetchval(totals.format(b)) for b in ("NULL", "'day'", "'hour'")]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1000, 1000, 0]
+    await owner_conn.execute(
+        "UPDATE email.delivery_rollups_daily SET deliveries = deliveries - 1000 "
+        f"WHERE id = (SELECT min(id) FROM email.delivery_rollups_daily WHERE day = {window})"
+    )
+
+    # Touched by transactions the refresh has not seen: deliveries of closed days finish.
+    retrying = [
+        r["delivery_id"]
+        for r in await owner_conn.fetch(
+            "SELECT delivery_id FROM email.deliveries WHERE status = 'retrying' "
+            "AND queued_at < now() - interval '30 hours' ORDER BY 1 LIMIT 10"
+        )
+    ]
+    assert len(retrying) == 10
+    async with DeliveryTracker(worker_engine) as tracker:
+        for index, delivery_id in enumerate(retrying):
+            claim = await tracker.claim(delivery_id)
+            assert claim is not None
+            if index % 2:
+                await tracker.mark_sent(delivery_id, attempt=claim.attempt)
+            else:
+                await tracker.mark_failed(
+                    delivery_id, attempt=claim.attempt, error=("SMTP_554", "no"), retryable=False
+                )
+    await _compare_with_hourly(owner_conn)
+    await _compare(owner_conn)
+
+    # Retention's deletions in closed days (no event: the purge trigger records the hours).
+    deleted = await owner_conn.execute(
+        "DELETE FROM email.deliveries WHERE status = 'sent' AND delivery_id LIKE '%3' "
+        "AND queued_at < now() - interval '2 days'"
+    )
+    assert int(deleted.split()[-1]) > 100
+    await _compare_with_hourly(owner_conn)
+    await _compare(owner_conn)
+
+    # The next refresh sums those days again (those whose transactions it can see: another
+    # session's open transaction holds the horizon back, and those hours stay read raw).
+    await owner_conn.fetchrow("SELECT * FROM email.maintain()")
+    await _assert_days_sum_their_hours(owner_conn)
+    await _compare_with_hourly(owner_conn)
+    await _compare(owner_conn)
+
+    # Reset for a bulk load (docs/scaling.md): the next refresh rebuilds both tiers.
+    await owner_conn.execute("UPDATE email.delivery_rollup_state SET rolled_until = '-infinity'")
+    await _compare_with_hourly(owner_conn)
+    await owner_conn.fetchrow("SELECT * FROM email.maintain()")
+    await _assert_days_sum_their_hours(owner_conn)
+    await _compare_with_hourly(owner_conn)
+
+
+async def test_nobody_but_the_owner_writes_the_daily_tier(
+    cluster: Cluster, database: str, owner_conn: asyncpg.Connection
+) -> None:
+    await _seed(cluster, database, 300, hours=3 * 24)
+    await owner_conn.execute("SELECT * FROM email.maintain()")
+    assert await owner_conn.fetchval("SELECT count(*) FROM email.delivery_rollups_daily") > 0
+    for login in (DASHBOARD_LOGIN, WORKER_LOGIN):
+        conn = await asyncpg.connect(cluster.dsn(database, login))
+        try:
+            if login == DASHBOARD_LOGIN:
+                assert await conn.fetchval("SELECT count(*) FROM email.delivery_rollups_daily")
+            else:
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await conn.fetch("SELECT * FROM email.delivery_rollups_daily")
+            for statement in (
+                "DELETE FROM email.delivery_rollups_daily",
+                "UPDATE email.delivery_rollups_daily SET deliveries = 1",
+                "UPDATE email.delivery_rollup_state SET days_until = '-infinity'",
+            ):
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await conn.execute(statement)
+        finally:
+            await conn.close()

@@ -8,18 +8,26 @@ AS $$
 DECLARE
     rolled_until timestamp with time zone;
     watermark bigint;
+    days_until timestamp with time zone;
     -- [low, high): the whole hours inside the window that the rollups may answer.
     low timestamp with time zone;
     high timestamp with time zone;
+    -- [day_low, day_high): the whole days inside [low, high) that the daily tier may answer
+    -- (empty with hourly buckets).
+    day_low timestamp with time zone;
+    day_high timestamp with time zone;
 BEGIN
     -- The one definition of the per-workflow statistics: the dashboard views and
     -- email_delivery.queries.workflow_stats both read it. Deliveries queued in
     -- [p_since, p_until), counted by their current status, per workflow and, with p_bucket
     -- ('hour' or 'day'), per UTC bucket (NULL otherwise).
-    -- Whole hours come from email.delivery_rollups unless a transaction the last refresh
-    -- did not see touched them; the rest (the window's edges, the open hour, touched hours)
-    -- from the deliveries, summed the same way (email.raw_delivery_rollups). Counts are
-    -- exactly what the rows say; latency percentiles come from the buckets' histogram.
+    -- Whole days come from email.delivery_rollups_daily and the other whole hours from
+    -- email.delivery_rollups, unless a transaction the last refresh did not see touched
+    -- them: a touched (workflow, hour) is read from the deliveries, and the other hours of
+    -- its day from the hourly rows. The rest (the window's edges, the open hour) from the
+    -- deliveries, summed the same way (email.raw_delivery_rollups). Both tiers hold the
+    -- same dimensions, so counts are exactly what the rows say and latency percentiles come
+    -- from the same buckets' histogram, whichever tier answers.
     IF p_since IS NULL THEN
         RAISE EXCEPTION 'since is required' USING ERRCODE = '22023', COLUMN = 'since';
     END IF;
@@ -34,7 +42,7 @@ BEGIN
         RAISE EXCEPTION 'top_errors must be between 0 and 20, not %', p_top_errors
             USING ERRCODE = '22023', COLUMN = 'top_errors';
     END IF;
-    SELECT s.rolled_until, s.xact_watermark INTO rolled_until, watermark
+    SELECT s.rolled_until, s.xact_watermark, s.days_until INTO rolled_until, watermark, days_until
     FROM email.delivery_rollup_state AS s;
     IF isfinite(p_since) AND rolled_until > '-infinity' THEN
         low := date_bin(/*{rollup_hour}*/interval '1 hour'/*{end}*/, p_since, /*{stats_bucket_origin}*/TIMESTAMPTZ '2000-01-01 00:00:00+00'/*{end}*/);
@@ -50,6 +58,16 @@ BEGIN
         -- No whole rolled hour in the window: every row is read.
         low := coalesce(p_until, 'infinity');
         high := low;
+    ELSIF p_bucket IS DISTINCT FROM 'hour' AND days_until > '-infinity' THEN
+        day_low := date_bin(/*{rollup_day}*/interval '1 day'/*{end}*/, low, /*{stats_bucket_origin}*/TIMESTAMPTZ '2000-01-01 00:00:00+00'/*{end}*/);
+        IF day_low < low THEN
+            day_low := day_low + /*{rollup_day}*/interval '1 day'/*{end}*/;
+        END IF;
+        day_high := least(date_bin(/*{rollup_day}*/interval '1 day'/*{end}*/, high, /*{stats_bucket_origin}*/TIMESTAMPTZ '2000-01-01 00:00:00+00'/*{end}*/), days_until);
+    END IF;
+    IF day_low IS NULL OR day_high <= day_low THEN
+        day_low := high;
+        day_high := high;
     END IF;
     RETURN QUERY
     WITH touched AS MATERIALIZED (
@@ -64,6 +82,10 @@ BEGIN
         SELECT x.workflow, x.hour FROM email.delivery_rollup_deletions AS x
         WHERE high > low AND x.hour >= low AND x.hour < high
           AND (p_workflow IS NULL OR x.workflow = p_workflow)
+    ), touched_days AS MATERIALIZED (
+        SELECT DISTINCT t.workflow, date_bin(/*{rollup_day}*/interval '1 day'/*{end}*/, t.hour, /*{stats_bucket_origin}*/TIMESTAMPTZ '2000-01-01 00:00:00+00'/*{end}*/) AS day
+        FROM touched AS t
+        WHERE t.hour >= day_low AND t.hour < day_high
     ), units AS (
         SELECT raw.* FROM email.raw_delivery_rollups(p_since, low, p_workflow) AS raw
         UNION ALL
@@ -77,9 +99,26 @@ BEGIN
         SELECT r.hour, r.workflow, r.status, r.error_code, r.latency_bucket, r.deliveries,
                r.attempts, r.retried
         FROM email.delivery_rollups AS r
-        WHERE r.hour >= low AND r.hour < high
+        WHERE ((r.hour >= low AND r.hour < day_low) OR (r.hour >= day_high AND r.hour < high))
           AND (p_workflow IS NULL OR r.workflow = p_workflow)
           AND NOT EXISTS (SELECT FROM touched AS t WHERE t.hour = r.hour AND t.workflow = r.workflow)
+        UNION ALL
+        -- The untouched hours of a day that has a touched one: its daily rows are stale.
+        SELECT r.hour, r.workflow, r.status, r.error_code, r.latency_bucket, r.deliveries,
+               r.attempts, r.retried
+        FROM touched_days AS td
+        JOIN email.delivery_rollups AS r
+            ON r.workflow = td.workflow AND r.hour >= td.day AND r.hour < td.day + /*{rollup_day}*/interval '1 day'/*{end}*/
+        WHERE NOT EXISTS (SELECT FROM touched AS t WHERE t.hour = r.hour AND t.workflow = r.workflow)
+        UNION ALL
+        -- A day's row stands for its first hour: every bucket (NULL or day) holds it whole.
+        SELECT r.day, r.workflow, r.status, r.error_code, r.latency_bucket, r.deliveries,
+               r.attempts, r.retried
+        FROM email.delivery_rollups_daily AS r
+        WHERE r.day >= day_low AND r.day < day_high
+          AND (p_workflow IS NULL OR r.workflow = p_workflow)
+          AND NOT EXISTS (SELECT FROM touched_days AS td
+                          WHERE td.day = r.day AND td.workflow = r.workflow)
     ), bucketed AS (
         -- date_bin of a NULL interval is NULL: one group per workflow.
         SELECT u.workflow,
