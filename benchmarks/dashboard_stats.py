@@ -9,10 +9,16 @@ seeds ``--deliveries`` deliveries evenly over the last ``--days`` days (``_seed.
 ``read_side.py`` and ``scale.py`` do), runs ``maintain`` (the rollups current) and times
 ``email.delivery_stats`` over 30 and 90 days, total and daily (median of ``--runs`` calls
 through asyncpg); then migrates to head, runs ``maintain`` again and times the same calls
-on the same rows. The cost of the statistics follows the rollup rows a window reads, not
-the deliveries: at 1 M deliveries over 100 days a workflow-hour holds about as many rollup
-rows as at 10 M over 11 months (the table reports both counts). Without ``DATABASE_URL``
-it uses the embedded PostgreSQL 18 (fsync on). The database is dropped at the end.
+on the same rows; then installs the ``--before`` revision's function beside the head one
+(``email.delivery_stats_before``, from its frozen file) and times both in alternation, call
+by call, so that other load on the machine weighs on both alike. It also checks that both
+versions answer identically (30 and 90 days up to a fixed instant, every bucket).
+
+The cost of the statistics follows the rollup rows a window reads more than the deliveries:
+at 1 M deliveries over 100 days a workflow-hour holds about as many rollup rows as at 10 M
+over 11 months (the table reports both counts). Without ``DATABASE_URL`` it uses the
+embedded PostgreSQL 18 (fsync on). The database is dropped at the end (``--keep`` keeps
+it, named by ``--database``).
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from email_delivery import migrate
 from email_delivery.maintenance import maintain
 
 RESULTS = Path(__file__).resolve().parent / "results"
+VERSIONS = Path(__file__).resolve().parent.parent / "alembic" / "versions"
 STATS = (
     ("30d", "SELECT * FROM email.delivery_stats(now() - interval '30 days')"),
     (
@@ -67,6 +74,43 @@ async def timed(conn: asyncpg.Connection, runs: int) -> dict[str, Any]:
         out[f"{name}_min_ms"] = round(min(times), 1)
         out[f"{name}_rows"] = len(rows)
         out[f"{name}_deliveries"] = sum(row["total"] for row in rows)
+    return out
+
+
+def frozen_stats(before: str) -> str:
+    """``email.delivery_stats`` as revision ``before`` left it (the frozen file of the last
+    revision up to it that wrote one), renamed ``email.delivery_stats_before``."""
+    files = sorted(
+        path
+        for path in VERSIONS.glob("*/functions/delivery_stats.sql")
+        if before == "head" or path.parent.parent.name <= before
+    )
+    return (
+        files[-1]
+        .read_text(encoding="utf-8")
+        .replace("FUNCTION email.delivery_stats(", "FUNCTION email.delivery_stats_before(", 1)
+    )
+
+
+async def interleaved(conn: asyncpg.Connection, runs: int) -> dict[str, Any]:
+    """The before and head functions on the same rows, call by call in alternation, so
+    that the machine's other load weighs on both alike."""
+    times: dict[str, list[float]] = {}
+    for _ in range(runs):
+        for name, sql in STATS[:4]:
+            for version, statement in (
+                ("before", sql.replace("email.delivery_stats(", "email.delivery_stats_before(")),
+                ("head", sql),
+            ):
+                started = time.perf_counter()
+                await conn.fetch(statement)
+                times.setdefault(f"{name}_{version}", []).append(
+                    (time.perf_counter() - started) * 1000
+                )
+    out: dict[str, Any] = {}
+    for key, values in times.items():
+        out[f"{key}_ms"] = round(statistics.median(values), 1)
+        out[f"{key}_min_ms"] = round(min(values), 1)
     return out
 
 
@@ -114,6 +158,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "deliveries": args.deliveries,
         "days": args.days,
         "before": args.before,
+        "runs": args.runs,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}",
     }
@@ -158,6 +203,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 result["rollups_after"] = await rollup_rows(conn)
                 log("timing at head …")
                 result["after_stats"] = await timed(conn, args.runs)
+                # Then both functions in alternation, after the rollups' statistics are
+                # current (autovacuum may not have analysed the new tier yet).
+                await conn.execute(frozen_stats(args.before))
+                await conn.execute(
+                    "VACUUM ANALYZE email.delivery_rollups, email.delivery_rollups_daily"
+                )
+                log("timing both in alternation …")
+                result["interleaved"] = await interleaved(conn, args.runs)
                 result["identical_results"] = before == await snapshot(conn, until)
             finally:
                 await conn.close()
@@ -184,6 +237,14 @@ def table(r: dict[str, Any]) -> str:
     for name, _ in STATS:
         lines.append(
             f"{name:<14} {b[name + '_ms']:>14} {a[name + '_ms']:>12}  {a[name + '_deliveries']:,}"
+        )
+    i = r["interleaved"]
+    lines.append("")
+    lines.append(f"in alternation, median (min) of {r['runs']} calls each:")
+    for name, _ in STATS[:4]:
+        lines.append(
+            f"{name:<14} {i[name + '_before_ms']:>8} ({i[name + '_before_min_ms']})"
+            f" {i[name + '_head_ms']:>8} ({i[name + '_head_min_ms']})"
         )
     lines.append("")
     lines.append(f"identical results before and after: {r['identical_results']}")
