@@ -265,7 +265,7 @@ class DeliveryRollup(Base):
 
 
 class DeliveryRollupDaily(Base):
-    """The same rows as ``delivery_rollups`` summed per UTC day (revision 0014): the
+    """The same rows as ``delivery_rollups`` summed per UTC day (revision 0015): the
     dashboards' source for whole closed days, 24 times fewer rows to read over 30 or 90 days.
 
     Kept by the same refresh: a day enters once it is closed (every hour of it rolled), from
@@ -313,7 +313,7 @@ class DeliveryRollupState(Base):
     xact_watermark: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     refreshed_at: Mapped[datetime | None]
     days_until: Mapped[datetime] = mapped_column(server_default=text("'-infinity'"))
-    """The daily tier's reach (revision 0014): a UTC midnight at or before ``rolled_until``;
+    """The daily tier's reach (revision 0015): a UTC midnight at or before ``rolled_until``;
     ``-infinity`` until the first refresh after the upgrade builds the tier."""
 
     __table_args__ = (CheckConstraint("singleton", name="one_row"),)

@@ -1,7 +1,7 @@
 """The dashboards' rollups (revision 0007): the statistics read ``email.delivery_rollups`` for
 closed hours and the deliveries for the rest, and say exactly what the rows say.
 
-Since revision 0014 whole closed days come from ``email.delivery_rollups_daily``: the head
+Since revision 0015 whole closed days come from ``email.delivery_rollups_daily``: the head
 function must answer exactly (percentiles included) what revision 0007's function (hourly
 rollups and raw rows, frozen) answers on the same snapshot, through every refresh state,
 touched hours and retention's deletions included.
@@ -482,3 +482,12 @@ async def test_nobody_but_the_owner_writes_the_daily_tier(
                     await conn.execute(statement)
         finally:
             await conn.close()
+
+
+async def test_the_statistics_never_pay_for_jit(owner_conn: asyncpg.Connection) -> None:
+    # At 10 M rows the generic plans of the raw edges pass jit_above_cost; compiling them
+    # cost 70-90 ms per call (docs/benchmarks.md): the function turns it off for the call.
+    config = await owner_conn.fetchval(
+        "SELECT proconfig FROM pg_proc WHERE oid = 'email.delivery_stats'::regproc"
+    )
+    assert "jit=off" in config
