@@ -41,7 +41,7 @@ TABLE_PRIVILEGES: dict[str, dict[str, tuple[str, ...]]] = {
     "delivery_events": {READER_ROLE: ("SELECT",), WRITER_ROLE: ("SELECT",)},
     # The dashboards' rollups (revision 0007): written by the owner's refresh only.
     "delivery_rollups": {READER_ROLE: ("SELECT",)},
-    "delivery_rollups_daily": {READER_ROLE: ("SELECT",)},  # the daily tier (revision 0015)
+    "delivery_rollups_daily": {READER_ROLE: ("SELECT",)},  # the daily tier (revision 0016)
     "delivery_rollup_state": {READER_ROLE: ("SELECT",)},
     "delivery_rollup_deletions": {READER_ROLE: ("SELECT",)},
     # Worker policy (revision 0008): changed by the owner only; the worker may read it.

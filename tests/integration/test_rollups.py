@@ -1,7 +1,7 @@
 """The dashboards' rollups (revision 0007): the statistics read ``email.delivery_rollups`` for
 closed hours and the deliveries for the rest, and say exactly what the rows say.
 
-Since revision 0015 whole closed days come from ``email.delivery_rollups_daily``: the head
+Since revision 0016 whole closed days come from ``email.delivery_rollups_daily``: the head
 function must answer exactly (percentiles included) what revision 0007's function (hourly
 rollups and raw rows, frozen) answers on the same snapshot, through every refresh state,
 touched hours and retention's deletions included.

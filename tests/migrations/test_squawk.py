@@ -156,6 +156,16 @@ IGNORED: dict[str, dict[str, str]] = {
             "the revision's own statements end where Alembic commits its transaction"
         ),
     },
+    "0016": {
+        "prefer-bigint-over-smallint": (
+            "the daily tier's latency_bucket holds the hourly rollups' bucket numbers, between "
+            "-61 and 121 (rules.LATENCY_BUCKET_MIN/MAX): it can never outgrow 16 bits"
+        ),
+        "prefer-robust-stmts": (
+            "the table, its row level security and the state's column are added inside the "
+            "revision's transaction (a failure rolls it back whole)"
+        ),
+    },
     "0012": {
         "constraint-missing-not-valid": (
             "the two CHECKs are on email.workflow_policies, one row per configured workflow: "
