@@ -218,3 +218,11 @@ async def test_the_worker_reads_provider_metrics_and_nobody_but_the_owner_refres
                     await conn.execute(statement)
         finally:
             await conn.close()
+
+
+async def test_provider_metrics_never_pay_for_jit(owner_conn: asyncpg.Connection) -> None:
+    # As delivery_stats (test_rollups): the raw edges' plans pass jit_above_cost at 10 M.
+    config = await owner_conn.fetchval(
+        "SELECT proconfig FROM pg_proc WHERE oid = 'email.provider_metrics'::regproc"
+    )
+    assert "jit=off" in config

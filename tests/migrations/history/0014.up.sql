@@ -331,6 +331,7 @@ RETURNS TABLE(provider text, workflow text, attempts bigint, accepted bigint, fa
 LANGUAGE plpgsql
 STABLE
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -355,7 +356,8 @@ BEGIN
     -- them (then that day's hours, and the changed hour from the attempts); the rest (the
     -- window's edges, the open hour) from the attempts, summed the same way
     -- (email.raw_provider_rollups). Counts are exact; percentiles come from the latency
-    -- histograms (within rules.LATENCY_RELATIVE_ERROR).
+    -- histograms (within rules.LATENCY_RELATIVE_ERROR). No JIT, as for delivery_stats: the
+    -- raw edges' plans are costed past jit_above_cost at 10 M and run in milliseconds.
     IF p_since IS NULL THEN
         RAISE EXCEPTION 'since is required' USING ERRCODE = '22023', COLUMN = 'since';
     END IF;
