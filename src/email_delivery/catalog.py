@@ -142,7 +142,7 @@ FUNCTION_EXECUTE: dict[str, tuple[str, ...]] = {
     "create_event_partitions": (),
     "drop_expired_event_partitions": (),
     "purge_delivery_events": (),
-    # The deliveries' children keep their reference without a foreign key (revision 0014).
+    # The deliveries' children keep their reference without a foreign key (revision 0015).
     "check_delivery_reference": (),
     "refresh_delivery_rollups": (),
     "maintain": (),

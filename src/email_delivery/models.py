@@ -155,7 +155,7 @@ class Delivery(Base):
 
 
 DELIVERY_REFERENCES = ("delivery_attempts", "delivery_outcomes", "outcome_events")
-"""The tables whose ``delivery_id`` names a delivery. Until revision 0016 each had a foreign key
+"""The tables whose ``delivery_id`` names a delivery. Until revision 0015 each had a foreign key
 with ON DELETE CASCADE; a cascade fires one query per deleted delivery and table, the largest
 part of retention's cost per delivery. Since then the triggers ``<table>_reference_insert`` /
 ``<table>_reference_update`` (``email.check_delivery_reference``, set-based, locking the
@@ -655,7 +655,7 @@ class DeliveryAttempt(Base):
     __tablename__ = "delivery_attempts"
 
     delivery_id: Mapped[str] = mapped_column(Text, primary_key=True)
-    """The delivery. No foreign key since revision 0016: ``email.check_delivery_reference``
+    """The delivery. No foreign key since revision 0015: ``email.check_delivery_reference``
     checks it, the purge trigger deletes these rows with it (``DELIVERY_REFERENCES``)."""
     attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
     result: Mapped[str] = mapped_column(Text, primary_key=True)
@@ -670,7 +670,7 @@ class DeliveryAttempt(Base):
     """How long the send took, as the worker measured it."""
     reported_at: Mapped[datetime] = mapped_column(server_default=text("now()"))
     xact_id: Mapped[int | None] = mapped_column(BigInteger, server_default=text(_XACT_ID))
-    """The writing transaction (revision 0016; NULL on older rows): the provider rollups'
+    """The writing transaction (revision 0014; NULL on older rows): the provider rollups'
     refresh finds the rows written since its last run through it."""
 
     __table_args__ = (
@@ -722,7 +722,7 @@ class OutcomeEvent(Base):
     echoed_delivery_id: Mapped[str | None] = mapped_column(Text)
     """The delivery id the provider echoed back (header or custom variable), if any."""
     delivery_id: Mapped[str | None] = mapped_column(Text)
-    """The matched delivery; NULL until matched. No foreign key since revision 0016 (see
+    """The matched delivery; NULL until matched. No foreign key since revision 0015 (see
     ``DELIVERY_REFERENCES``)."""
     recipient: Mapped[str | None] = mapped_column(Text)
     reason: Mapped[str | None] = mapped_column(Text)
@@ -791,7 +791,7 @@ class DeliveryOutcome(Base):
     __tablename__ = "delivery_outcomes"
 
     delivery_id: Mapped[str] = mapped_column(Text, primary_key=True)
-    """The delivery. No foreign key since revision 0016: ``email.check_delivery_reference``
+    """The delivery. No foreign key since revision 0015: ``email.check_delivery_reference``
     checks it, the purge trigger deletes these rows with it (``DELIVERY_REFERENCES``)."""
     workflow: Mapped[str] = mapped_column(Text)
     outcome: Mapped[str] = mapped_column(Text)
