@@ -95,7 +95,10 @@ async def receiver() -> tuple[web.AppRunner, str, list[int]]:
 async def feed_read(url: str, events: int) -> dict[str, Any]:
     conn = await asyncpg.connect(dsn_of(url))
     try:
-        await conn.execute("TRUNCATE email.deliveries, email.delivery_events CASCADE")
+        await conn.execute(
+            "TRUNCATE email.deliveries, email.delivery_attempts, email.delivery_outcomes, "
+            "email.outcome_events, email.delivery_events CASCADE"
+        )
         # Transaction ids below any snapshot's xmin, so that every row is readable at once:
         # 10 events per id, or more on a young cluster whose xmin is still low.
         xmin = await conn.fetchval("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
@@ -336,7 +339,8 @@ async def lifecycle_cost(
         for round_number in range(args.rounds):
             for variant, source in variants.items():
                 await conn.execute(
-                    "TRUNCATE email.deliveries, email.delivery_events, email.webhook_endpoints "
+                    "TRUNCATE email.deliveries, email.delivery_attempts, email.delivery_outcomes, "
+                    "email.outcome_events, email.delivery_events, email.webhook_endpoints "
                     "CASCADE"
                 )
                 await conn.execute("CHECKPOINT")
@@ -428,7 +432,8 @@ async def sender_throughput(url: str, hook_url: str, messages: int) -> dict[str,
     conn = await asyncpg.connect(dsn_of(url))
     try:
         await conn.execute(
-            "TRUNCATE email.deliveries, email.delivery_events, email.webhook_endpoints CASCADE"
+            "TRUNCATE email.deliveries, email.delivery_attempts, email.delivery_outcomes, "
+            "email.outcome_events, email.delivery_events, email.webhook_endpoints CASCADE"
         )
         await conn.execute(
             "UPDATE email.webhook_feed_state SET (after_xact_id, after_event_id) = "

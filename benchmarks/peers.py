@@ -241,7 +241,10 @@ class EmailSchema(Variant):
         )
 
     async def reset(self, conn: asyncpg.Connection) -> None:
-        await conn.execute("TRUNCATE email.deliveries, email.delivery_events CASCADE")
+        await conn.execute(
+            "TRUNCATE email.deliveries, email.delivery_attempts, email.delivery_outcomes, "
+            "email.outcome_events, email.delivery_events CASCADE"
+        )
 
 
 class Tracker(EmailSchema):

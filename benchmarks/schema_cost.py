@@ -103,7 +103,10 @@ async def one_round(
 ) -> None:  # fmt: skip
     conn = await asyncpg.connect(dsn_of(url))
     try:
-        await conn.execute("TRUNCATE email.deliveries, email.delivery_events CASCADE")
+        await conn.execute(
+            "TRUNCATE email.deliveries, email.delivery_attempts, email.delivery_outcomes, "
+            "email.outcome_events, email.delivery_events CASCADE"
+        )
         await monitor.execute("CHECKPOINT")
         updates_before, hot_before = await table_stats(conn)
         engine = make_engine(url, pool_size=args.connections, max_overflow=0)

@@ -144,6 +144,7 @@ FUNCTION_EXECUTE: dict[str, tuple[str, ...]] = {
     "purge_delivery_events": (),
     # The deliveries' children keep their reference without a foreign key (revision 0015).
     "check_delivery_reference": (),
+    "check_truncated_deliveries": (),
     "refresh_delivery_rollups": (),
     "maintain": (),
     # Worker policy (revision 0008): read by the lifecycle functions as the owner.

@@ -142,3 +142,33 @@ async def test_a_child_written_during_a_purge_is_never_orphaned(
         assert await _counts(owner_conn, "d-2") == [0, 0, 0]
     finally:
         await other.close()
+
+
+async def test_truncate_cannot_orphan_the_children(owner_conn: asyncpg.Connection) -> None:
+    """TRUNCATE fires no DELETE trigger: the foreign keys refused ``TRUNCATE
+    email.deliveries`` while a child named a delivery, and so does
+    ``email.check_truncated_deliveries`` (CASCADE no longer reaches the children)."""
+    await _enqueue(owner_conn, "d-1")
+    await _children(owner_conn, "d-1")
+    for statement in ("TRUNCATE email.deliveries", "TRUNCATE email.deliveries CASCADE"):
+        with pytest.raises(asyncpg.ForeignKeyViolationError, match="names its deliveries"):
+            await owner_conn.execute(statement)
+    assert await _counts(owner_conn, "d-1") == [1, 1, 1]
+    # An unmatched provider event names no delivery: it may stay.
+    await owner_conn.execute(
+        "INSERT INTO email.outcome_events (provider, event_id, kind, occurred_at, "
+        "provider_message_id, recipient) "
+        "VALUES ('ses', 'unmatched', 'delivered', now(), 'pm-unknown', 'bob@example.com')"
+    )
+    with pytest.raises(asyncpg.ForeignKeyViolationError, match="outcome_events"):
+        await owner_conn.execute(
+            "TRUNCATE email.deliveries, email.delivery_attempts, email.delivery_outcomes"
+        )
+    await owner_conn.execute("DELETE FROM email.outcome_events WHERE delivery_id IS NOT NULL")
+    assert (
+        await owner_conn.execute(
+            "TRUNCATE email.deliveries, email.delivery_attempts, email.delivery_outcomes"
+        )
+        == "TRUNCATE TABLE"
+    )
+    assert await owner_conn.fetchval("SELECT count(*) FROM email.outcome_events") == 1

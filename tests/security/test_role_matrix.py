@@ -251,5 +251,5 @@ async def test_writer_cannot_switch_off_the_audit_or_change_the_schema(
             "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'email.deliveries'::regclass "
             "AND NOT tgisinternal AND tgenabled = 'O'"
         )
-        == 4  # the guard, the two audit triggers and the purge
+        == 5  # the guard, the two audit triggers, the purge and the TRUNCATE check
     )
