@@ -144,6 +144,34 @@ async def test_a_child_written_during_a_purge_is_never_orphaned(
         await other.close()
 
 
+async def test_deliveries_are_deleted_in_read_committed_only(
+    cluster: Cluster, database: str, owner_conn: asyncpg.Connection
+) -> None:
+    """A REPEATABLE READ transaction's snapshot predates a child committed meanwhile: its
+    purge would leave that child behind (the foreign key raised a serialization error), so
+    the delete is refused, and nothing is removed."""
+    await _enqueue(owner_conn, "d-1")
+    other = await asyncpg.connect(superuser_dsn(cluster, database))
+    try:
+        for isolation in ("repeatable_read", "serializable"):
+            transaction = owner_conn.transaction(isolation=isolation)
+            await transaction.start()
+            try:
+                await owner_conn.execute("SELECT 1")  # the snapshot is taken here
+                await _children(other, "d-1")  # committed after it
+                with pytest.raises(asyncpg.FeatureNotSupportedError, match="READ COMMITTED"):
+                    await owner_conn.execute(
+                        "DELETE FROM email.deliveries WHERE delivery_id = 'd-1'"
+                    )
+            finally:
+                await transaction.rollback()
+            assert await _counts(owner_conn, "d-1") == [1, 1, 1]
+            await other.execute("DELETE FROM email.deliveries WHERE delivery_id = 'd-1'")
+            await _enqueue(owner_conn, "d-1")
+    finally:
+        await other.close()
+
+
 async def test_truncate_cannot_orphan_the_children(owner_conn: asyncpg.Connection) -> None:
     """TRUNCATE fires no DELETE trigger: the foreign keys refused ``TRUNCATE
     email.deliveries`` while a child named a delivery, and so does

@@ -22,6 +22,19 @@ BEGIN
     -- batch is a few thousand deliveries in a partition of millions of events, which the
     -- planner, blind to the transition table's contents, would scan whole (hence
     -- enable_seqscan off; and no JIT: compiling costs more than the statement).
+    -- The children are found with this statement's snapshot. In READ COMMITTED that sees
+    -- every child committed before the delivery's row lock was granted (a writer holds KEY
+    -- SHARE on its delivery, email.check_delivery_reference, so the delete waited for it).
+    -- A REPEATABLE READ or SERIALIZABLE transaction keeps an older snapshot and would
+    -- leave such a child behind (where the foreign key raised a serialization error), so
+    -- deliveries are deleted in READ COMMITTED only, as retention does.
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'deliveries can be deleted only in a READ COMMITTED transaction, not %',
+                        upper(current_setting('transaction_isolation'))
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Delete them in a READ COMMITTED transaction (retention does).',
+                  SCHEMA = TG_TABLE_SCHEMA, TABLE = TG_TABLE_NAME;
+    END IF;
     SELECT array_agg(p.delivery_id), min(p.created_at), max(greatest(p.created_at, p.updated_at))
     INTO ids, oldest, newest
     FROM purged_rows AS p;

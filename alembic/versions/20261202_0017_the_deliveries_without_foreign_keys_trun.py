@@ -1,8 +1,8 @@
-"""TRUNCATE email.deliveries is refused while a child names a delivery (the dropped foreign keys' refusal)
+"""The deliveries without foreign keys: TRUNCATE is refused while a child names a delivery, deletes in READ COMMITTED only
 
 Revision ID: 0017
 Revises: 0016
-Create Date: 2026-12-02 07:28:19.369590+00:00
+Create Date: 2026-12-02 07:35:28.908237+00:00
 
 Written by `python -m email_delivery.revision`: the SQL objects it creates or replaces are
 frozen in 0017/ beside it; the previous definitions are the earlier revisions' files.
@@ -36,6 +36,10 @@ def upgrade() -> None:
         target="FUNCTION email.check_truncated_deliveries()",
         roles=["PUBLIC"],
     )
+    op.replace_sql_object(
+        HERE / "0017/functions/purge_delivery_events.sql",
+        previous=HERE / "0015/functions/purge_delivery_events.sql",
+    )
     op.create_sql_object(HERE / "0017/triggers/deliveries_reference_truncate.sql")
 
 
@@ -45,4 +49,8 @@ def downgrade() -> None:
     op.execute("SET LOCAL lock_timeout = '5s'")
     op.execute("SET LOCAL statement_timeout = '60s'")
     op.drop_sql_object(HERE / "0017/triggers/deliveries_reference_truncate.sql")
+    op.replace_sql_object(
+        HERE / "0015/functions/purge_delivery_events.sql",
+        previous=HERE / "0017/functions/purge_delivery_events.sql",
+    )
     op.drop_sql_object(HERE / "0017/functions/check_truncated_deliveries.sql")
