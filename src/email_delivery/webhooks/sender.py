@@ -116,6 +116,10 @@ _RECORD = text(
     SELECT id, endpoint_id FROM finished
     """
 )
+_LOCK_ENDPOINTS = text(
+    "SELECT id FROM email.webhook_endpoints WHERE id = ANY (CAST(:ids AS bigint[])) "
+    "ORDER BY id FOR NO KEY UPDATE"
+)
 _FAILED = text(
     "UPDATE email.webhook_endpoints SET first_failure_at = coalesce(first_failure_at, now()) "
     "WHERE id = :id RETURNING first_failure_at, now() AS now"
@@ -287,11 +291,21 @@ class Sender:
         """Record a group of results in one transaction: one statement writes every
         attempt row, finishes or reschedules every message whose lease is still ours, and
         ends the failure streak of the endpoints that got a 2xx; failures (rare) then
-        update their endpoints' streaks one by one."""
+        update their endpoints' streaks one by one, the group's endpoints locked first in id
+        order (no deadlock between senders). An endpoint with a 2xx in the group starts no
+        failure streak from the same group: it answered."""
         if not results:
             return
         outcomes = [self._outcome(message, result) for message, result in results]
         async with translate_errors(database=self._where), self.engine.begin() as conn:
+            if not all(result.ok for _, result in results):
+                # Failures update their endpoints one by one below: lock every endpoint of
+                # the group first, in id order, so two senders whose groups share endpoints
+                # wait for each other instead of deadlocking.
+                await conn.execute(
+                    _LOCK_ENDPOINTS,
+                    {"ids": sorted({message.endpoint_id for message, _ in results})},
+                )
             finished = {
                 row.id
                 for row in await conn.execute(

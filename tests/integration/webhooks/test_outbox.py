@@ -28,7 +28,7 @@ from email_delivery import DeliveryTracker, feed, health, make_engine
 from email_delivery.errors import InvalidInput
 from email_delivery.webhooks import outbox, payloads, schedule
 from email_delivery.webhooks.errors import EndpointNotFound
-from email_delivery.webhooks.sender import Sender, send_test
+from email_delivery.webhooks.sender import Sender, TickReport, send_test
 from tests.integration.webhooks.outbox_receiver import OutboxReceiver
 from tests.support.cluster import DASHBOARD_LOGIN, NOBODY_LOGIN, OWNER, WORKER_LOGIN, Cluster
 from tests.support.db import connect, skip_backoff
@@ -347,6 +347,62 @@ async def test_one_record_ends_one_streak_and_starts_another(
             assert schedule.RETRY_DELAYS[1] * 0.85 < row["wait"] <= schedule.RETRY_DELAYS[1] * 1.1
     assert (await outbox.get(owner_engine, good.id)).first_failure_at is None
     assert (await outbox.get(owner_engine, bad.id)).first_failure_at is not None
+
+
+async def test_senders_lock_a_groups_endpoints_in_id_order(
+    owner_engine: AsyncEngine,
+    owner_conn: asyncpg.Connection,
+    cluster: Cluster,
+    database: str,
+    worker_tracker: DeliveryTracker,
+    receiver: OutboxReceiver,
+) -> None:
+    """A group with a failure locks its endpoints in id order before it writes: another
+    sender holding the lower endpoint makes it wait holding nothing, so that one can go on
+    to the higher endpoint (recording the 2xx first held the higher one: a deadlock)."""
+    bad = await _endpoint(owner_engine, receiver, "bad", statuses=["queued"])
+    good = await _endpoint(owner_engine, receiver, "good", statuses=["queued"])
+    assert bad.id < good.id
+    receiver.script("bad", ["500"])
+    await owner_conn.execute(
+        "UPDATE email.webhook_endpoints SET first_failure_at = now() - interval '1 day' "
+        "WHERE id = $1",
+        good.id,
+    )
+    await worker_tracker.enqueue("g-1", workflow="welcome", recipient="g@example.com")
+    other = await asyncpg.connect(cluster.dsn(database))
+    try:
+        holder = other.transaction()
+        await holder.start()
+        await other.execute(
+            "SELECT FROM email.webhook_endpoints WHERE id = $1 FOR NO KEY UPDATE", bad.id
+        )
+        async with Sender(owner_engine, timeout=5, lease=timedelta(seconds=30), **DEV) as sender:
+            tick = asyncio.create_task(_tick_until_claimed(sender))
+            await asyncio.sleep(1.5)  # sent both, now waiting to record
+            assert not tick.done()
+            # The other sender takes the higher endpoint too: free, since this one waits
+            # for the lower one holding nothing (deadlock_timeout is 1 s).
+            await asyncio.wait_for(
+                other.execute(
+                    "SELECT FROM email.webhook_endpoints WHERE id = $1 FOR NO KEY UPDATE",
+                    good.id,
+                ),
+                timeout=5,
+            )
+            await holder.commit()
+            report = await asyncio.wait_for(tick, timeout=10)
+    finally:
+        await other.close()
+    assert (report.claimed, report.delivered, report.retrying) == (2, 1, 1)
+
+
+async def _tick_until_claimed(sender: Sender) -> TickReport:
+    while True:
+        report = await sender.tick()
+        if report.claimed:
+            return report
+        await asyncio.sleep(0.05)
 
 
 async def test_answers_are_recorded_while_a_slow_one_is_still_in_flight(
