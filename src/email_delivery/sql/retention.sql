@@ -149,7 +149,7 @@ WHERE m.state <> 'pending'
 -- Provider outcome events that never found their delivery (another system's mail on a shared
 -- provider account, or a delivery pruned before its events came), received before :before,
 -- a batch at a time. They hold the provider-reported recipient. Matched events go with
--- their delivery (FK cascade).
+-- their delivery (the purge trigger, email.purge_delivery_events, since revision 0015).
 WITH doomed AS (
     SELECT e.id FROM email.outcome_events AS e
     WHERE e.delivery_id IS NULL AND e.received_at < :before
