@@ -32,6 +32,14 @@ WINDOWS = (
     ("now() - interval '80 hours'", "now()"),
     ("now() - interval '50 hours 17 minutes'", "now() - interval '5 hours 3 minutes'"),
     ("now() - interval '15 minutes'", "now()"),
+    # In the past, within one day: a window without a whole hour, and one of whole hours.
+    ("now() - interval '50 hours 10 minutes'", "now() - interval '49 hours 50 minutes'"),
+    (
+        "date_bin('1 day', now() - interval '2 days', TIMESTAMPTZ '2000-01-01 00:00:00+00')"
+        " + interval '2 hours 30 minutes'",
+        "date_bin('1 day', now() - interval '2 days', TIMESTAMPTZ '2000-01-01 00:00:00+00')"
+        " + interval '9 hours'",
+    ),
     (
         "date_bin('1 hour', now() - interval '30 hours', TIMESTAMPTZ '2000-01-01 00:00:00+00')",
         "date_bin('1 hour', now() - interval '2 hours', TIMESTAMPTZ '2000-01-01 00:00:00+00')",

@@ -385,7 +385,12 @@ BEGIN
     IF day_low < low THEN
         day_low := day_low + interval '1 day';
     END IF;
-    day_high := greatest(day_low, date_bin(interval '1 day', high, TIMESTAMPTZ '2000-01-01 00:00:00+00'));
+    day_high := date_bin(interval '1 day', high, TIMESTAMPTZ '2000-01-01 00:00:00+00');
+    IF day_high <= day_low THEN
+        -- No whole day in [low, high): its hours are all read hourly.
+        day_low := high;
+        day_high := high;
+    END IF;
     RETURN QUERY
     WITH touched AS MATERIALIZED (
         SELECT date_bin(interval '1 hour', a.reported_at, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS hour, a.provider, a.workflow

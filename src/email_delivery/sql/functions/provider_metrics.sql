@@ -57,7 +57,12 @@ BEGIN
     IF day_low < low THEN
         day_low := day_low + /*{rollup_day}*/interval '1 day'/*{end}*/;
     END IF;
-    day_high := greatest(day_low, date_bin(/*{rollup_day}*/interval '1 day'/*{end}*/, high, /*{stats_bucket_origin}*/TIMESTAMPTZ '2000-01-01 00:00:00+00'/*{end}*/));
+    day_high := date_bin(/*{rollup_day}*/interval '1 day'/*{end}*/, high, /*{stats_bucket_origin}*/TIMESTAMPTZ '2000-01-01 00:00:00+00'/*{end}*/);
+    IF day_high <= day_low THEN
+        -- No whole day in [low, high): its hours are all read hourly.
+        day_low := high;
+        day_high := high;
+    END IF;
     RETURN QUERY
     WITH touched AS MATERIALIZED (
         SELECT date_bin(/*{rollup_hour}*/interval '1 hour'/*{end}*/, a.reported_at, /*{stats_bucket_origin}*/TIMESTAMPTZ '2000-01-01 00:00:00+00'/*{end}*/) AS hour, a.provider, a.workflow
